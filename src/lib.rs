@@ -1,0 +1,13 @@
+//! ecr-token-webhook: a mutating admission webhook that writes fresh Amazon ECR tokens into
+//! opted-in Kubernetes Secrets.
+//!
+//! Pure logic lives in [`registry`], [`secret`] and [`policy`]; the edges are [`ecr`] (AWS),
+//! [`server`] (HTTP and TLS) and [`admission`], which joins them.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
+pub mod policy;
+pub mod registry;
+pub mod secret;
+pub mod time;
+pub mod token;

@@ -1,0 +1,173 @@
+//! Prometheus metrics. Labels carry kinds, outcomes and regions: never a token or secret value.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::token::TokenKey;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub operation: String,
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EcrLabels {
+    pub region: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub region: String,
+    pub role_arn: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    admission_requests: Family<AdmissionLabels, Counter>,
+    admission_duration: Histogram,
+    ecr_requests: Family<EcrLabels, Counter>,
+    ecr_duration: Histogram,
+    cache_lookups: Family<CacheLabels, Counter>,
+    token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ecr_token_webhook");
+        let admission_requests = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission requests by operation, secret kind and outcome",
+            admission_requests.clone(),
+        );
+        let admission_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 15));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission request",
+            admission_duration.clone(),
+        );
+        let ecr_requests = Family::<EcrLabels, Counter>::default();
+        registry.register(
+            "ecr_requests",
+            "ECR GetAuthorizationToken calls by region and outcome",
+            ecr_requests.clone(),
+        );
+        let ecr_duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        registry.register(
+            "ecr_request_duration_seconds",
+            "Time of ECR GetAuthorizationToken calls, SDK retries included",
+            ecr_duration.clone(),
+        );
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "token_cache_lookups",
+            "Token cache lookups: hit, miss, or stale (an older valid token served during an ECR failure)",
+            cache_lookups.clone(),
+        );
+        let token_expiry = Family::<TokenLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until each cached token expires (negative once expired)",
+            token_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            admission_requests,
+            admission_duration,
+            ecr_requests,
+            ecr_duration,
+            cache_lookups,
+            token_expiry,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn admission(
+        &self,
+        operation: &str,
+        kind: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        self.admission_requests
+            .get_or_create(&AdmissionLabels {
+                operation: operation.to_string(),
+                kind,
+                outcome,
+            })
+            .inc();
+        self.admission_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn ecr_call(&self, region: &str, outcome: &'static str, took: Duration) {
+        self.ecr_requests
+            .get_or_create(&EcrLabels {
+                region: region.to_string(),
+                outcome,
+            })
+            .inc();
+        self.ecr_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn cache_lookup(&self, result: &'static str) {
+        self.cache_lookups
+            .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+
+    /// Prometheus text exposition, with the token expiry gauges set from `expiries` first.
+    pub fn render(&self, expiries: &[(TokenKey, f64)]) -> String {
+        self.token_expiry.clear();
+        for (key, secs) in expiries {
+            self.token_expiry
+                .get_or_create(&TokenLabels {
+                    region: key.region.clone(),
+                    role_arn: key.role_arn.clone().unwrap_or_default(),
+                })
+                .set(*secs);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_families() {
+        let m = Metrics::default();
+        m.admission("CREATE", "dockerconfigjson", "patched", Duration::from_millis(3));
+        m.ecr_call("us-east-1", "success", Duration::from_millis(40));
+        m.cache_lookup("hit");
+        let text = m.render(&[(TokenKey::new("us-east-1", None), 3600.0)]);
+        for want in [
+            "ecr_token_webhook_admission_requests_total{operation=\"CREATE\",kind=\"dockerconfigjson\",outcome=\"patched\"} 1",
+            "ecr_token_webhook_admission_duration_seconds_count 1",
+            "ecr_token_webhook_ecr_requests_total{region=\"us-east-1\",outcome=\"success\"} 1",
+            "ecr_token_webhook_token_cache_lookups_total{result=\"hit\"} 1",
+            "ecr_token_webhook_token_expiry_seconds{region=\"us-east-1\",role_arn=\"\"} 3600.0",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Reading an opted-in Secret and building the JSON patch that writes tokens into it.
+//!
+//! Pure functions over the object exactly as the API server sends it: `data` holds base64
+//! strings (`stringData` is already folded in), and `data` or `metadata.annotations` may be
+//! missing. Only the keys the design names are written; everything else stays as it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
+use kube::core::DynamicObject;
+use serde_json::{Map, Value, json};
+
+use crate::registry::{self, Registry};
+use crate::time::rfc3339;
+use crate::token::{Token, TokenKey};
+
+pub const INJECT_LABEL: &str = "ecr-token-webhook/inject";
+pub const REGISTRIES_ANNOTATION: &str = "ecr-token-webhook/registries";
+pub const ROLE_ARN_ANNOTATION: &str = "ecr-token-webhook/role-arn";
+pub const EXPIRES_AT_ANNOTATION: &str = "ecr-token-webhook/expires-at";
+pub const ERROR_ANNOTATION: &str = "ecr-token-webhook/error";
+pub const TOUCHED_AT_ANNOTATION: &str = "ecr-token-webhook/touched-at";
+pub const ARGOCD_SECRET_TYPE_LABEL: &str = "argocd.argoproj.io/secret-type";
+
+const DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
+const DOCKERCFG: &str = "kubernetes.io/dockercfg";
+const BASIC_AUTH: &str = "kubernetes.io/basic-auth";
+
+/// The user name ECR tokens go with.
+pub const ECR_USERNAME: &str = "AWS";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretKind {
+    ArgoRepository,
+    ArgoRepoCreds,
+    DockerConfigJson,
+    DockerCfg,
+    BasicAuth,
+}
+
+impl SecretKind {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            SecretKind::ArgoRepository => "argocd-repository",
+            SecretKind::ArgoRepoCreds => "argocd-repo-creds",
+            SecretKind::DockerConfigJson => "dockerconfigjson",
+            SecretKind::DockerCfg => "dockercfg",
+            SecretKind::BasicAuth => "basic-auth",
+        }
+    }
+
+    /// The data key holding the docker config, for the two pull-secret kinds.
+    fn docker_key(self) -> Option<&'static str> {
+        match self {
+            SecretKind::DockerConfigJson => Some(".dockerconfigjson"),
+            SecretKind::DockerCfg => Some(".dockercfg"),
+            _ => None,
+        }
+    }
+}
+
+/// Why the webhook cannot serve a secret. One line each, naming what to fix; never a value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error(
+        "unsupported secret: type {0} needs label {ARGOCD_SECRET_TYPE_LABEL}=repository|repo-creds, or type {DOCKERCONFIGJSON}, {DOCKERCFG} or {BASIC_AUTH}"
+    )]
+    Unsupported(String),
+    #[error("secret data is not a map of strings")]
+    DataShape,
+    #[error("data.{0} is not a string")]
+    NotString(String),
+    #[error("data.{0} is not valid base64")]
+    Base64(String),
+    #[error("data.url is missing: an Argo CD repository secret needs the registry url")]
+    MissingUrl,
+    #[error("data.url is not valid UTF-8")]
+    UrlEncoding,
+    #[error("url {url:?} is not an ECR registry: {reason}")]
+    NotEcrUrl { url: String, reason: registry::HostError },
+    #[error("{entry:?} in annotation {REGISTRIES_ANNOTATION} is not an ECR registry: {reason}")]
+    BadRegistry {
+        entry: String,
+        reason: registry::HostError,
+    },
+    #[error("no ECR registry to write: set annotation {REGISTRIES_ANNOTATION}")]
+    NoRegistries,
+    #[error("data.{key} is not valid docker config JSON: {reason}")]
+    DockerConfig { key: String, reason: String },
+    #[error(
+        "a basic-auth secret holds one token, but its registries are in several regions ({0}); use one secret per region"
+    )]
+    Regions(String),
+}
+
+/// The parts of a Secret the webhook reads.
+#[derive(Debug)]
+pub struct SecretView<'a> {
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub type_: Option<&'a str>,
+    /// `None` when the object has no `data` (or `data: null`).
+    pub data: Option<&'a Map<String, Value>>,
+    data_shape_ok: bool,
+}
+
+impl<'a> SecretView<'a> {
+    pub fn new(obj: &'a DynamicObject) -> Self {
+        let (data, data_shape_ok) = match obj.data.get("data") {
+            None | Some(Value::Null) => (None, true),
+            Some(Value::Object(m)) => (Some(m), true),
+            Some(_) => (None, false),
+        };
+        SecretView {
+            labels: obj.metadata.labels.as_ref(),
+            annotations: obj.metadata.annotations.as_ref(),
+            type_: obj.data.get("type").and_then(Value::as_str),
+            data,
+            data_shape_ok,
+        }
+    }
+
+    pub fn label(&self, key: &str) -> Option<&'a str> {
+        self.labels?.get(key).map(String::as_str)
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&'a str> {
+        self.annotations?.get(key).map(String::as_str)
+    }
+
+    pub fn opted_in(&self) -> bool {
+        self.label(INJECT_LABEL) == Some("true")
+    }
+
+    pub fn kind(&self) -> Result<SecretKind, InputError> {
+        match self.label(ARGOCD_SECRET_TYPE_LABEL) {
+            Some("repository") => return Ok(SecretKind::ArgoRepository),
+            Some("repo-creds") => return Ok(SecretKind::ArgoRepoCreds),
+            _ => {}
+        }
+        match self.type_ {
+            Some(DOCKERCONFIGJSON) => Ok(SecretKind::DockerConfigJson),
+            Some(DOCKERCFG) => Ok(SecretKind::DockerCfg),
+            Some(BASIC_AUTH) => Ok(SecretKind::BasicAuth),
+            other => Err(InputError::Unsupported(other.unwrap_or("Opaque").to_string())),
+        }
+    }
+
+    /// The decoded value of `data[key]`, if present.
+    fn decoded(&self, key: &str) -> Result<Option<Vec<u8>>, InputError> {
+        if !self.data_shape_ok {
+            return Err(InputError::DataShape);
+        }
+        let Some(v) = self.data.and_then(|d| d.get(key)) else {
+            return Ok(None);
+        };
+        let s = v
+            .as_str()
+            .ok_or_else(|| InputError::NotString(key.to_string()))?;
+        B64.decode(s)
+            .map(Some)
+            .map_err(|_| InputError::Base64(key.to_string()))
+    }
+
+    /// The docker config of a pull secret as a JSON object, or an empty one if absent.
+    fn docker_config(&self, key: &str) -> Result<Map<String, Value>, InputError> {
+        let Some(bytes) = self.decoded(key)? else {
+            return Ok(Map::new());
+        };
+        let bad = |reason: String| InputError::DockerConfig {
+            key: key.to_string(),
+            reason,
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(bad("not a JSON object".into())),
+            // serde_json's message names a position, never the content.
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+}
+
+/// What a secret needs: its kind, the registries to write, and the role to get tokens as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub kind: SecretKind,
+    pub registries: Vec<Registry>,
+    pub role_arn: Option<String>,
+}
+
+impl Plan {
+    /// One token per region (and role): ECR tokens are regional, not per registry.
+    pub fn token_keys(&self) -> Vec<TokenKey> {
+        let keys: BTreeSet<TokenKey> = self
+            .registries
+            .iter()
+            .map(|r| TokenKey::new(r.region.clone(), self.role_arn.clone()))
+            .collect();
+        keys.into_iter().collect()
+    }
+
+    fn key_for(&self, r: &Registry) -> TokenKey {
+        TokenKey::new(r.region.clone(), self.role_arn.clone())
+    }
+}
+
+/// Reads what a secret needs. Fails with a message a person can act on.
+pub fn plan(view: &SecretView) -> Result<Plan, InputError> {
+    let kind = view.kind()?;
+    let role_arn = view
+        .annotation(ROLE_ARN_ANNOTATION)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let registries = match kind {
+        SecretKind::ArgoRepository | SecretKind::ArgoRepoCreds => {
+            let url = view.decoded("url")?.ok_or(InputError::MissingUrl)?;
+            let url = String::from_utf8(url).map_err(|_| InputError::UrlEncoding)?;
+            let reg = registry::parse(&url).map_err(|reason| InputError::NotEcrUrl {
+                url: truncate(&url, 120),
+                reason,
+            })?;
+            vec![reg]
+        }
+        SecretKind::DockerConfigJson | SecretKind::DockerCfg | SecretKind::BasicAuth => {
+            let regs = match view.annotation(REGISTRIES_ANNOTATION) {
+                Some(list) => annotated_registries(list)?,
+                None => match kind.docker_key() {
+                    Some(key) => {
+                        let config = view.docker_config(key)?;
+                        auths(kind, &config)?
+                            .keys()
+                            .filter_map(|k| registry::parse(k).ok())
+                            .collect()
+                    }
+                    None => Vec::new(),
+                },
+            };
+            dedup(regs)
+        }
+    };
+    if registries.is_empty() {
+        return Err(InputError::NoRegistries);
+    }
+    if kind == SecretKind::BasicAuth {
+        let regions: BTreeSet<&str> = registries.iter().map(|r| r.region.as_str()).collect();
+        if regions.len() > 1 {
+            return Err(InputError::Regions(
+                regions.into_iter().collect::<Vec<_>>().join(", "),
+            ));
+        }
+    }
+    Ok(Plan {
+        kind,
+        registries,
+        role_arn,
+    })
+}
+
+fn annotated_registries(list: &str) -> Result<Vec<Registry>, InputError> {
+    registry::split_list(list)
+        .map(|entry| {
+            registry::parse(entry).map_err(|reason| InputError::BadRegistry {
+                entry: truncate(entry, 120),
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn dedup(regs: Vec<Registry>) -> Vec<Registry> {
+    let mut seen = BTreeSet::new();
+    regs.into_iter()
+        .filter(|r| seen.insert(r.host.clone()))
+        .collect()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The map of registry entries: `auths` in `.dockerconfigjson`, the whole object in `.dockercfg`.
+fn auths(kind: SecretKind, config: &Map<String, Value>) -> Result<&Map<String, Value>, InputError> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    let empty = EMPTY.get_or_init(Map::new);
+    match kind {
+        SecretKind::DockerConfigJson => match config.get("auths") {
+            None | Some(Value::Null) => Ok(empty),
+            Some(Value::Object(m)) => Ok(m),
+            Some(_) => Err(InputError::DockerConfig {
+                key: ".dockerconfigjson".into(),
+                reason: "auths is not an object".into(),
+            }),
+        },
+        _ => Ok(config),
+    }
+}
+
+/// Builds JSON patch operations, creating missing parent maps first.
+struct PatchBuilder<'v, 'a> {
+    view: &'v SecretView<'a>,
+    ops: Vec<PatchOperation>,
+    data_created: bool,
+    annotations_created: bool,
+}
+
+impl<'v, 'a> PatchBuilder<'v, 'a> {
+    fn new(view: &'v SecretView<'a>) -> Self {
+        PatchBuilder {
+            view,
+            ops: Vec::new(),
+            data_created: false,
+            annotations_created: false,
+        }
+    }
+
+    fn add(&mut self, path: PointerBuf, value: Value) {
+        self.ops
+            .push(PatchOperation::Add(AddOperation { path, value }));
+    }
+
+    fn set_data(&mut self, key: &str, bytes: &[u8]) {
+        if self.view.data.is_none() && !self.data_created {
+            self.add(PointerBuf::from_tokens(["data"]), json!({}));
+            self.data_created = true;
+        }
+        self.add(
+            PointerBuf::from_tokens(["data", key]),
+            Value::String(B64.encode(bytes)),
+        );
+    }
+
+    fn set_annotation(&mut self, key: &str, value: &str) {
+        if self.view.annotations.is_none() && !self.annotations_created {
+            self.add(PointerBuf::from_tokens(["metadata", "annotations"]), json!({}));
+            self.annotations_created = true;
+        }
+        self.add(
+            PointerBuf::from_tokens(["metadata", "annotations", key]),
+            Value::String(value.to_string()),
+        );
+    }
+
+    fn remove_annotation(&mut self, key: &str) {
+        if self.view.annotation(key).is_some() {
+            self.ops.push(PatchOperation::Remove(RemoveOperation {
+                path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+            }));
+        }
+    }
+
+    fn finish(self) -> Patch {
+        Patch(self.ops)
+    }
+}
+
+/// The patch that writes `tokens` into the secret described by `plan`, sets `expires-at` to the
+/// earliest expiry written and removes a previous `error`.
+pub fn inject(
+    view: &SecretView,
+    plan: &Plan,
+    tokens: &BTreeMap<TokenKey, &Token>,
+) -> Result<Patch, InputError> {
+    let token_for = |r: &Registry| -> Result<&Token, InputError> {
+        tokens
+            .get(&plan.key_for(r))
+            .copied()
+            // The caller fetched every key of the plan; a gap is a bug, reported not panicked.
+            .ok_or(InputError::NoRegistries)
+    };
+    let mut b = PatchBuilder::new(view);
+    let mut earliest: Option<SystemTime> = None;
+    let mut note = |t: &Token| {
+        earliest = Some(earliest.map_or(t.expires_at, |e| e.min(t.expires_at)));
+    };
+    match plan.kind {
+        SecretKind::ArgoRepository | SecretKind::ArgoRepoCreds | SecretKind::BasicAuth => {
+            // Argo CD secrets name one registry; basic-auth registries share one region.
+            let first = plan.registries.first().ok_or(InputError::NoRegistries)?;
+            let token = token_for(first)?;
+            note(token);
+            b.set_data("username", token.username.as_bytes());
+            b.set_data("password", token.password.as_bytes());
+        }
+        SecretKind::DockerConfigJson | SecretKind::DockerCfg => {
+            let key = plan.kind.docker_key().unwrap_or(".dockerconfigjson");
+            let mut config = view.docker_config(key)?;
+            {
+                let entries = match plan.kind {
+                    SecretKind::DockerConfigJson => {
+                        auths(plan.kind, &config)?;
+                        let slot = config
+                            .entry("auths")
+                            .or_insert_with(|| Value::Object(Map::new()));
+                        if slot.is_null() {
+                            *slot = Value::Object(Map::new());
+                        }
+                        match slot {
+                            Value::Object(m) => m,
+                            _ => return Err(InputError::NoRegistries),
+                        }
+                    }
+                    _ => &mut config,
+                };
+                for r in &plan.registries {
+                    let token = token_for(r)?;
+                    note(token);
+                    write_entry(entries, r, token, key)?;
+                }
+            }
+            let bytes = serde_json::to_vec(&Value::Object(config)).map_err(|e| {
+                InputError::DockerConfig {
+                    key: key.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            b.set_data(key, &bytes);
+        }
+    }
+    if let Some(t) = earliest {
+        b.set_annotation(EXPIRES_AT_ANNOTATION, &rfc3339(t));
+    }
+    b.remove_annotation(ERROR_ANNOTATION);
+    Ok(b.finish())
+}
+
+/// Writes one registry's credentials into a docker config map. An existing entry for the same
+/// host (written with or without `https://`) is updated in place; its other fields are kept.
+fn write_entry(
+    entries: &mut Map<String, Value>,
+    r: &Registry,
+    token: &Token,
+    key: &str,
+) -> Result<(), InputError> {
+    let existing = entries
+        .keys()
+        .find(|k| registry::parse(k).is_ok_and(|p| p.host == r.host))
+        .cloned();
+    let slot = entries
+        .entry(existing.unwrap_or_else(|| r.host.clone()))
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        return Err(InputError::DockerConfig {
+            key: key.to_string(),
+            reason: format!("entry for {} is not an object", r.host),
+        });
+    }
+    if let Value::Object(entry) = slot {
+        let auth = B64.encode(format!("{}:{}", token.username, token.password));
+        entry.insert("username".into(), Value::String(token.username.clone()));
+        entry.insert("password".into(), Value::String(token.password.clone()));
+        entry.insert("auth".into(), Value::String(auth));
+    }
+    Ok(())
+}
+
+/// The patch for a secret that gets no token: set `error` and keep everything else.
+pub fn error_patch(view: &SecretView, message: &str) -> Patch {
+    let mut b = PatchBuilder::new(view);
+    b.set_annotation(ERROR_ANNOTATION, &one_line(message));
+    b.finish()
+}
+
+/// Annotations are read by people in `kubectl describe`: one line, bounded.
+fn one_line(s: &str) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(flat.trim(), 512)
+}
+
+#[cfg(test)]
+mod tests;

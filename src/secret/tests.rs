@@ -1,0 +1,358 @@
+use super::*;
+use std::time::Duration;
+
+const USE1: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+const EUC1: &str = "210987654321.dkr.ecr.eu-central-1.amazonaws.com";
+
+fn b64(s: &str) -> String {
+    B64.encode(s)
+}
+
+fn object(v: Value) -> DynamicObject {
+    serde_json::from_value(v).expect("test object")
+}
+
+fn secret(type_: &str, labels: Value, annotations: Option<Value>, data: Option<Value>) -> Value {
+    let mut meta = json!({"name": "s", "namespace": "apps", "labels": labels});
+    if let Some(a) = annotations {
+        meta["annotations"] = a;
+    }
+    let mut obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": type_});
+    if let Some(d) = data {
+        obj["data"] = d;
+    }
+    obj
+}
+
+fn argo(kind: &str, url: &str) -> Value {
+    secret(
+        "Opaque",
+        json!({INJECT_LABEL: "true", ARGOCD_SECRET_TYPE_LABEL: kind}),
+        None,
+        Some(json!({"url": b64(url), "type": b64("helm"), "name": b64("charts"),
+                    "enableOCI": b64("true"), "project": b64("default")})),
+    )
+}
+
+fn pull(type_: &str, annotations: Option<Value>, data: Option<Value>) -> Value {
+    secret(type_, json!({INJECT_LABEL: "true"}), annotations, data)
+}
+
+struct Tokens {
+    use1: Token,
+    euc1: Token,
+}
+
+impl Tokens {
+    fn new() -> Self {
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        Tokens {
+            use1: Token {
+                username: "AWS".into(),
+                password: "token-use1".into(),
+                expires_at: base + Duration::from_secs(3600),
+            },
+            euc1: Token {
+                username: "AWS".into(),
+                password: "token-euc1".into(),
+                expires_at: base,
+            },
+        }
+    }
+
+    fn map(&self, plan: &Plan) -> BTreeMap<TokenKey, &Token> {
+        plan.token_keys()
+            .into_iter()
+            .map(|k| {
+                let t = if k.region == "eu-central-1" {
+                    &self.euc1
+                } else {
+                    &self.use1
+                };
+                (k, t)
+            })
+            .collect()
+    }
+}
+
+/// Plans, injects and applies the patch; returns the patched object.
+fn run(obj: &Value) -> Result<Value, InputError> {
+    let dynobj = object(obj.clone());
+    let view = SecretView::new(&dynobj);
+    let plan = plan(&view)?;
+    let tokens = Tokens::new();
+    let patch = inject(&view, &plan, &tokens.map(&plan))?;
+    let mut out = obj.clone();
+    json_patch::patch(&mut out, &patch.0).expect("patch applies to the object it was built from");
+    assert_keeps_everything(obj, &out);
+    Ok(out)
+}
+
+const WRITTEN: &[&str] = &["username", "password", ".dockerconfigjson", ".dockercfg"];
+
+/// Nothing the secret had is lost; only the keys the design names change.
+fn assert_keeps_everything(before: &Value, after: &Value) {
+    if let Some(data) = before["data"].as_object() {
+        for (k, v) in data {
+            assert!(after["data"].get(k).is_some(), "data.{k} was lost");
+            if !WRITTEN.contains(&k.as_str()) {
+                assert_eq!(&after["data"][k], v, "data.{k} changed");
+            }
+        }
+    }
+    if let Some(ann) = before["metadata"]["annotations"].as_object() {
+        for (k, v) in ann {
+            if k == ERROR_ANNOTATION || k == EXPIRES_AT_ANNOTATION {
+                continue;
+            }
+            assert_eq!(&after["metadata"]["annotations"][k], v, "annotation {k} changed");
+        }
+    }
+    assert_eq!(before["metadata"]["labels"], after["metadata"]["labels"]);
+    assert_eq!(before["type"], after["type"]);
+}
+
+fn data_str(obj: &Value, key: &str) -> String {
+    let s = obj["data"][key].as_str().unwrap_or_else(|| panic!("data.{key} missing"));
+    String::from_utf8(B64.decode(s).expect("base64")).expect("utf8")
+}
+
+fn data_json(obj: &Value, key: &str) -> Value {
+    serde_json::from_str(&data_str(obj, key)).expect("json")
+}
+
+fn expires(obj: &Value) -> &str {
+    obj["metadata"]["annotations"][EXPIRES_AT_ANNOTATION]
+        .as_str()
+        .unwrap_or("")
+}
+
+#[test]
+fn argo_secrets_get_username_and_password() {
+    let cases = [
+        ("repository", USE1.to_string()),
+        ("repository", format!("https://{USE1}")),
+        ("repository", format!("oci://{USE1}/charts/app")),
+        ("repo-creds", format!("oci://{USE1}/charts")),
+        ("repo-creds", format!("{USE1}:443/charts")),
+    ];
+    for (kind, url) in cases {
+        let out = run(&argo(kind, &url)).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(data_str(&out, "username"), "AWS");
+        assert_eq!(data_str(&out, "password"), "token-use1");
+        assert_eq!(data_str(&out, "url"), url, "url kept as written");
+        assert_eq!(data_str(&out, "project"), "default");
+        assert_eq!(expires(&out), "2027-01-15T09:00:00Z");
+    }
+}
+
+#[test]
+fn error_annotation_is_removed_and_others_kept() {
+    let mut obj = argo("repository", USE1);
+    obj["metadata"]["annotations"] = json!({ERROR_ANNOTATION: "old failure",
+        "team/owner": "platform", EXPIRES_AT_ANNOTATION: "2020-01-01T00:00:00Z"});
+    obj["data"]["username"] = json!(b64("someone"));
+    let out = run(&obj).unwrap();
+    let ann = out["metadata"]["annotations"].as_object().unwrap();
+    assert!(!ann.contains_key(ERROR_ANNOTATION));
+    assert_eq!(ann["team/owner"], "platform");
+    assert_eq!(expires(&out), "2027-01-15T09:00:00Z");
+    assert_eq!(data_str(&out, "username"), "AWS");
+}
+
+#[test]
+fn dockerconfigjson_keeps_other_registries_and_fields() {
+    let config = json!({
+        "auths": {
+            "https://index.docker.io/v1/": {"username": "bob", "password": "hunter2", "auth": "Ym9iOmh1bnRlcjI="},
+            USE1: {"username": "AWS", "password": "old", "auth": "QVdTOm9sZA==", "email": "ops@example.com"},
+        },
+        "credsStore": "ecr-login",
+        "HttpHeaders": {"User-Agent": "x"},
+    });
+    let obj = pull(
+        DOCKERCONFIGJSON,
+        None,
+        Some(json!({".dockerconfigjson": b64(&config.to_string())})),
+    );
+    let out = run(&obj).unwrap();
+    let got = data_json(&out, ".dockerconfigjson");
+    assert_eq!(got["auths"]["https://index.docker.io/v1/"], config["auths"]["https://index.docker.io/v1/"]);
+    assert_eq!(got["credsStore"], "ecr-login");
+    assert_eq!(got["HttpHeaders"], config["HttpHeaders"]);
+    let e = &got["auths"][USE1];
+    assert_eq!(e["username"], "AWS");
+    assert_eq!(e["password"], "token-use1");
+    assert_eq!(e["auth"], b64("AWS:token-use1"));
+    assert_eq!(e["email"], "ops@example.com");
+    assert_eq!(got["auths"].as_object().unwrap().len(), 2);
+}
+
+#[test]
+fn dockerconfigjson_updates_an_https_keyed_entry_in_place() {
+    let key = format!("https://{USE1}");
+    let config = json!({"auths": {&key: {"auth": "eA=="}}});
+    let obj = pull(
+        DOCKERCONFIGJSON,
+        Some(json!({REGISTRIES_ANNOTATION: USE1})),
+        Some(json!({".dockerconfigjson": b64(&config.to_string())})),
+    );
+    let got = data_json(&run(&obj).unwrap(), ".dockerconfigjson");
+    let auths = got["auths"].as_object().unwrap();
+    assert_eq!(auths.len(), 1, "{auths:?}");
+    assert_eq!(auths[&key]["password"], "token-use1");
+}
+
+#[test]
+fn dockerconfigjson_without_data_gets_every_annotated_registry() {
+    let obj = pull(
+        DOCKERCONFIGJSON,
+        Some(json!({REGISTRIES_ANNOTATION: format!("{USE1}, {EUC1}\n{USE1}")})),
+        None,
+    );
+    let out = run(&obj).unwrap();
+    let got = data_json(&out, ".dockerconfigjson");
+    assert_eq!(got["auths"][USE1]["password"], "token-use1");
+    assert_eq!(got["auths"][EUC1]["password"], "token-euc1");
+    assert_eq!(got["auths"].as_object().unwrap().len(), 2);
+    // The earliest expiry among the tokens written.
+    assert_eq!(expires(&out), "2027-01-15T08:00:00Z");
+}
+
+#[test]
+fn dockercfg_is_a_plain_map() {
+    let cfg = json!({"quay.io": {"auth": "eDp5"}, USE1: {"auth": "b2xk", "email": "a@b.c"}});
+    let obj = pull(DOCKERCFG, None, Some(json!({".dockercfg": b64(&cfg.to_string())})));
+    let got = data_json(&run(&obj).unwrap(), ".dockercfg");
+    assert_eq!(got["quay.io"], cfg["quay.io"]);
+    assert_eq!(got[USE1]["password"], "token-use1");
+    assert_eq!(got[USE1]["email"], "a@b.c");
+    assert!(got.get("auths").is_none());
+}
+
+#[test]
+fn basic_auth_gets_username_and_password() {
+    let obj = pull(
+        BASIC_AUTH,
+        Some(json!({REGISTRIES_ANNOTATION: USE1})),
+        Some(json!({"username": b64("placeholder"), "password": b64("placeholder"), "extra": b64("kept")})),
+    );
+    let out = run(&obj).unwrap();
+    assert_eq!(data_str(&out, "username"), "AWS");
+    assert_eq!(data_str(&out, "password"), "token-use1");
+    assert_eq!(data_str(&out, "extra"), "kept");
+}
+
+#[test]
+fn pointer_keys_are_escaped() {
+    let dynobj = object(argo("repository", USE1));
+    let view = SecretView::new(&dynobj);
+    let plan = plan(&view).unwrap();
+    let tokens = Tokens::new();
+    let patch = inject(&view, &plan, &tokens.map(&plan)).unwrap();
+    let text = serde_json::to_string(&patch).unwrap();
+    assert!(text.contains("\"/metadata/annotations/ecr-token-webhook~1expires-at\""), "{text}");
+    assert!(text.contains("\"/metadata/annotations\""), "parent map added first: {text}");
+    assert!(!text.contains("/ecr-token-webhook/error"), "{text}");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_reason() {
+    let not_ecr_url = argo("repository", "ghcr.io/org/charts");
+    let mut bad_b64 = argo("repository", USE1);
+    bad_b64["data"]["url"] = json!("%%%not-base64");
+    let mut url_not_string = argo("repository", USE1);
+    url_not_string["data"]["url"] = json!(42);
+    let mut no_url = argo("repo-creds", USE1);
+    no_url["data"].as_object_mut().unwrap().remove("url");
+    let mut data_list = argo("repository", USE1);
+    data_list["data"] = json!(["x"]);
+    let mut bad_utf8 = argo("repository", USE1);
+    bad_utf8["data"]["url"] = json!(B64.encode([0xff, 0xfe]));
+    let docker = |cfg: &str| pull(DOCKERCONFIGJSON, None, Some(json!({".dockerconfigjson": b64(cfg)})));
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("non-ECR url", not_ecr_url, "url \"ghcr.io/org/charts\" is not an ECR registry"),
+        ("invalid base64", bad_b64, "data.url is not valid base64"),
+        ("url not a string", url_not_string, "data.url is not a string"),
+        ("missing url", no_url, "data.url is missing"),
+        ("data not a map", data_list, "secret data is not a map of strings"),
+        ("url not utf-8", bad_utf8, "data.url is not valid UTF-8"),
+        ("invalid docker JSON", docker("{not json"), "data..dockerconfigjson is not valid docker config JSON"),
+        ("docker JSON not object", docker("[1,2]"), "not a JSON object"),
+        ("auths not object", docker(r#"{"auths": 3}"#), "auths is not an object"),
+        ("no ECR entry", docker(r#"{"auths": {"docker.io": {}}}"#), "no ECR registry to write"),
+        ("empty pull secret", pull(DOCKERCONFIGJSON, None, None), "no ECR registry to write"),
+        (
+            "non-ECR annotation entry",
+            pull(DOCKERCONFIGJSON, Some(json!({REGISTRIES_ANNOTATION: format!("{USE1}, public.ecr.aws")})), None),
+            "\"public.ecr.aws\" in annotation ecr-token-webhook/registries is not an ECR registry",
+        ),
+        ("basic-auth without registries", pull(BASIC_AUTH, None, None), "no ECR registry to write"),
+        (
+            "basic-auth across regions",
+            pull(BASIC_AUTH, Some(json!({REGISTRIES_ANNOTATION: format!("{USE1} {EUC1}")})), None),
+            "several regions (eu-central-1, us-east-1)",
+        ),
+        ("opaque without Argo label", pull("Opaque", None, None), "unsupported secret: type Opaque"),
+        (
+            "Argo label with another value",
+            secret("Opaque", json!({INJECT_LABEL: "true", ARGOCD_SECRET_TYPE_LABEL: "cluster"}), None, None),
+            "unsupported secret",
+        ),
+    ];
+    for (name, obj, want) in cases {
+        let err = run(&obj).expect_err(name).to_string();
+        assert!(err.contains(want), "{name}: {err:?} does not contain {want:?}");
+        assert!(!err.contains('\n'), "{name}: one line");
+    }
+}
+
+#[test]
+fn entry_that_is_not_an_object_is_refused_not_replaced() {
+    let cfg = json!({"auths": {USE1: "oops"}});
+    let obj = pull(DOCKERCONFIGJSON, None, Some(json!({".dockerconfigjson": b64(&cfg.to_string())})));
+    let err = run(&obj).unwrap_err().to_string();
+    assert!(err.contains("is not an object"), "{err}");
+}
+
+#[test]
+fn plan_collects_regions_and_role() {
+    let obj = object(pull(
+        DOCKERCONFIGJSON,
+        Some(json!({REGISTRIES_ANNOTATION: format!("{USE1},{EUC1},123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+                    ROLE_ARN_ANNOTATION: " arn:aws:iam::123456789012:role/pull "})),
+        None,
+    ));
+    let plan = plan(&SecretView::new(&obj)).unwrap();
+    assert_eq!(plan.registries.len(), 2);
+    let role = Some("arn:aws:iam::123456789012:role/pull".to_string());
+    assert_eq!(
+        plan.token_keys(),
+        vec![TokenKey::new("eu-central-1", role.clone()), TokenKey::new("us-east-1", role)]
+    );
+}
+
+#[test]
+fn opt_in_needs_the_exact_label_value() {
+    for (labels, want) in [
+        (json!({INJECT_LABEL: "true"}), true),
+        (json!({INJECT_LABEL: "false"}), false),
+        (json!({INJECT_LABEL: "True"}), false),
+        (json!({}), false),
+    ] {
+        let obj = object(secret("Opaque", labels.clone(), None, None));
+        assert_eq!(SecretView::new(&obj).opted_in(), want, "{labels}");
+    }
+}
+
+#[test]
+fn error_patch_sets_one_line_and_keeps_the_rest() {
+    let obj = argo("repository", USE1);
+    let dynobj = object(obj.clone());
+    let patch = error_patch(&SecretView::new(&dynobj), "ECR failed:\nthrottled\t");
+    let mut out = obj.clone();
+    json_patch::patch(&mut out, &patch.0).unwrap();
+    assert_eq!(out["metadata"]["annotations"][ERROR_ANNOTATION], "ECR failed: throttled");
+    assert_eq!(out["data"], obj["data"]);
+}

@@ -1,0 +1,430 @@
+//! ECR tokens, the source trait, and the cache in front of it.
+//!
+//! The cache hands out a token only while it has more than the refresh margin plus a slack left,
+//! so a token the webhook writes is never already due for refresh. Concurrent misses share one
+//! source call (moka's `try_get_with`). When the source fails, the last token that is still valid
+//! is served with a warning, and the source is left alone for a short back-off.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+
+use crate::metrics::Metrics;
+use crate::time::rfc3339;
+
+/// What a token is for: the ECR region (tokens are regional) and an optional role to assume.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenKey {
+    pub region: String,
+    pub role_arn: Option<String>,
+}
+
+impl TokenKey {
+    pub fn new(region: impl Into<String>, role_arn: Option<String>) -> Self {
+        TokenKey {
+            region: region.into(),
+            role_arn,
+        }
+    }
+}
+
+impl fmt::Display for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.role_arn {
+            Some(role) => write!(f, "{} as {}", self.region, role),
+            None => f.write_str(&self.region),
+        }
+    }
+}
+
+/// A registry password. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    pub username: String,
+    pub password: String,
+    pub expires_at: SystemTime,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("expires_at", &rfc3339(self.expires_at))
+            .finish()
+    }
+}
+
+impl Token {
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.expires_at.duration_since(now).unwrap_or_default()
+    }
+}
+
+/// Why no token could be had. Messages are one line, for people, and never contain a token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("ECR GetAuthorizationToken in {region} failed: {message}")]
+    Ecr { region: String, message: String },
+    #[error("ECR in {region} returned a token that expired at {expired_at}; check the endpoint and the clock")]
+    Expired { region: String, expired_at: String },
+    #[error("ECR in {region} returned no usable token: {message}")]
+    Malformed { region: String, message: String },
+    #[error("no ECR token for {key} within {after:?}")]
+    Timeout { key: String, after: Duration },
+    #[error("{last_error} (not retried for another {retry_in_seconds}s)")]
+    BackingOff {
+        last_error: Box<TokenError>,
+        retry_in_seconds: u64,
+    },
+}
+
+impl TokenError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            TokenError::Ecr { .. } => "error",
+            TokenError::Expired { .. } => "expired",
+            TokenError::Malformed { .. } => "malformed",
+            TokenError::Timeout { .. } => "timeout",
+            TokenError::BackingOff { .. } => "backoff",
+        }
+    }
+}
+
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'a>>;
+
+/// Where tokens come from: ECR in production, anything in tests.
+pub trait TokenSource: Send + Sync + 'static {
+    fn fetch<'a>(&'a self, key: &'a TokenKey) -> TokenFuture<'a>;
+}
+
+/// A token handed out by the cache, and whether it came from a failed refresh.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub token: Arc<Token>,
+    /// Set when the source failed and a still-valid older token was served instead.
+    pub stale_because: Option<TokenError>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CacheConfig {
+    /// The refresher replaces tokens with less than this left.
+    pub refresh_margin: Duration,
+    /// First back-off after a failed source call; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            refresh_margin: Duration::from_secs(6 * 3600),
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Extra time on top of the margin, so a token just handed out is not due a moment later:
+    /// a tenth of the margin, at most five minutes.
+    pub fn slack(&self) -> Duration {
+        (self.refresh_margin / 10).min(Duration::from_secs(300))
+    }
+
+    /// How long a fresh token may be handed out.
+    pub fn time_to_live(&self, token: &Token, now: SystemTime) -> Duration {
+        token
+            .remaining(now)
+            .saturating_sub(self.refresh_margin + self.slack())
+    }
+}
+
+struct TokenExpiry(CacheConfig);
+
+impl Expiry<TokenKey, Arc<Token>> for TokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenKey,
+        value: &Arc<Token>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.0.time_to_live(value, SystemTime::now()))
+    }
+}
+
+struct Failure {
+    error: TokenError,
+    retry_at: Instant,
+    consecutive: u32,
+}
+
+pub struct TokenCache {
+    source: Arc<dyn TokenSource>,
+    config: CacheConfig,
+    fresh: moka::future::Cache<TokenKey, Arc<Token>>,
+    /// The newest token per key, kept past its cache life to bridge an ECR outage.
+    last_good: Mutex<HashMap<TokenKey, Arc<Token>>>,
+    failures: Mutex<HashMap<TokenKey, Failure>>,
+    metrics: Arc<Metrics>,
+}
+
+impl TokenCache {
+    pub fn new(source: Arc<dyn TokenSource>, config: CacheConfig, metrics: Arc<Metrics>) -> Self {
+        let fresh = moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .expire_after(TokenExpiry(config))
+            .build();
+        TokenCache {
+            source,
+            config,
+            fresh,
+            last_good: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// A token for `key` with more than the refresh margin left, or a still-valid older one
+    /// with the reason a fresh one could not be had.
+    pub async fn get(&self, key: &TokenKey) -> Result<Served, TokenError> {
+        if let Some(token) = self.fresh.get(key).await
+            && self.config.time_to_live(&token, SystemTime::now()) > Duration::ZERO
+        {
+            self.metrics.cache_lookup("hit");
+            return Ok(Served {
+                token,
+                stale_because: None,
+            });
+        }
+        self.metrics.cache_lookup("miss");
+        if let Some(err) = self.backing_off(key) {
+            return self.fall_back(key, err);
+        }
+        let result = self
+            .fresh
+            .try_get_with(key.clone(), self.fetch(key))
+            .await;
+        match result {
+            Ok(token) => Ok(Served {
+                token,
+                stale_because: None,
+            }),
+            Err(err) => self.fall_back(key, (*err).clone()),
+        }
+    }
+
+    async fn fetch(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
+        let started = Instant::now();
+        let result = self.source.fetch(key).await.and_then(|t| {
+            let now = SystemTime::now();
+            if t.expires_at <= now {
+                Err(TokenError::Expired {
+                    region: key.region.clone(),
+                    expired_at: rfc3339(t.expires_at),
+                })
+            } else {
+                Ok(t)
+            }
+        });
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.metric_label(),
+        };
+        self.metrics
+            .ecr_call(&key.region, outcome, started.elapsed());
+        match result {
+            Ok(token) => {
+                let token = Arc::new(token);
+                let ttl = self.config.time_to_live(&token, SystemTime::now());
+                if ttl.is_zero() {
+                    tracing::warn!(key = %key, expires_at = %rfc3339(token.expires_at),
+                        "ECR token lives shorter than the refresh margin; it is used but not cached");
+                }
+                lock(&self.last_good).insert(key.clone(), token.clone());
+                lock(&self.failures).remove(key);
+                Ok(token)
+            }
+            Err(error) => {
+                let mut failures = lock(&self.failures);
+                let consecutive = failures.get(key).map_or(0, |f| f.consecutive) + 1;
+                let backoff = self
+                    .config
+                    .backoff
+                    .saturating_mul(1 << (consecutive - 1).min(16))
+                    .min(self.config.max_backoff);
+                tracing::warn!(key = %key, error = %error, consecutive, backoff = ?backoff,
+                    "ECR token request failed");
+                failures.insert(
+                    key.clone(),
+                    Failure {
+                        error: error.clone(),
+                        retry_at: Instant::now() + backoff,
+                        consecutive,
+                    },
+                );
+                Err(error)
+            }
+        }
+    }
+
+    fn backing_off(&self, key: &TokenKey) -> Option<TokenError> {
+        let failures = lock(&self.failures);
+        let f = failures.get(key)?;
+        let now = Instant::now();
+        (f.retry_at > now).then(|| TokenError::BackingOff {
+            last_error: Box::new(f.error.clone()),
+            retry_in_seconds: (f.retry_at - now).as_secs().max(1),
+        })
+    }
+
+    /// Serves the last good token while it is still worth writing (more than the slack left).
+    fn fall_back(&self, key: &TokenKey, error: TokenError) -> Result<Served, TokenError> {
+        let last = lock(&self.last_good).get(key).cloned();
+        match last {
+            Some(token) if token.remaining(SystemTime::now()) > self.config.slack() => {
+                self.metrics.cache_lookup("stale");
+                Ok(Served {
+                    token,
+                    stale_because: Some(error),
+                })
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// Seconds until each known token expires, for the metrics endpoint.
+    pub fn expiries(&self) -> Vec<(TokenKey, f64)> {
+        let now = SystemTime::now();
+        lock(&self.last_good)
+            .iter()
+            .map(|(k, t)| {
+                let secs = match t.expires_at.duration_since(now) {
+                    Ok(d) => d.as_secs_f64(),
+                    Err(e) => -e.duration().as_secs_f64(),
+                };
+                (k.clone(), secs)
+            })
+            .collect()
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a plain map: keep going.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Fixed {
+        calls: AtomicUsize,
+        lifetime: Duration,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl TokenSource for Fixed {
+        fn fetch<'a>(&'a self, key: &'a TokenKey) -> TokenFuture<'a> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.fail.load(Ordering::SeqCst) {
+                    return Err(TokenError::Ecr {
+                        region: key.region.clone(),
+                        message: "boom".into(),
+                    });
+                }
+                Ok(Token {
+                    username: "AWS".into(),
+                    password: format!("pw-{n}"),
+                    expires_at: SystemTime::now() + self.lifetime,
+                })
+            })
+        }
+    }
+
+    fn cache(lifetime: Duration, margin: Duration) -> (Arc<Fixed>, TokenCache) {
+        let src = Arc::new(Fixed {
+            calls: AtomicUsize::new(0),
+            lifetime,
+            fail: Default::default(),
+        });
+        let cfg = CacheConfig {
+            refresh_margin: margin,
+            backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+        };
+        let c = TokenCache::new(src.clone(), cfg, Arc::new(Metrics::default()));
+        (src, c)
+    }
+
+    #[test]
+    fn time_to_live_subtracts_margin_and_slack() {
+        let cfg = CacheConfig::default();
+        assert_eq!(cfg.slack(), Duration::from_secs(300));
+        let now = SystemTime::now();
+        let t = Token {
+            username: "AWS".into(),
+            password: "x".into(),
+            expires_at: now + Duration::from_secs(12 * 3600),
+        };
+        assert_eq!(
+            cfg.time_to_live(&t, now),
+            Duration::from_secs(6 * 3600 - 300)
+        );
+        let short = Token {
+            expires_at: now + Duration::from_secs(3600),
+            ..t
+        };
+        assert_eq!(cfg.time_to_live(&short, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn debug_redacts_password() {
+        let t = Token {
+            username: "AWS".into(),
+            password: "very-secret".into(),
+            expires_at: SystemTime::UNIX_EPOCH,
+        };
+        let s = format!("{t:?}");
+        assert!(!s.contains("very-secret"), "{s}");
+        assert!(s.contains("1970-01-01T00:00:00Z"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn hit_after_miss_and_stale_on_failure() {
+        let (src, c) = cache(Duration::from_secs(3600), Duration::from_secs(60));
+        let key = TokenKey::new("us-east-1", None);
+        let a = c.get(&key).await.unwrap();
+        let b = c.get(&key).await.unwrap();
+        assert_eq!(a.token.password, b.token.password);
+        assert_eq!(src.calls.load(Ordering::SeqCst), 1);
+
+        // Force a miss, then fail: the old token is still valid and is served as stale.
+        c.fresh.invalidate(&key).await;
+        src.fail.store(true, Ordering::SeqCst);
+        let s = c.get(&key).await.unwrap();
+        assert_eq!(s.token.password, a.token.password);
+        assert!(s.stale_because.is_some());
+        // Backing off: no further source call.
+        c.get(&key).await.unwrap();
+        assert_eq!(src.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_token_is_refused() {
+        let (_src, c) = cache(Duration::ZERO, Duration::from_secs(60));
+        let err = c.get(&TokenKey::new("eu-west-1", None)).await.unwrap_err();
+        assert!(matches!(err, TokenError::Expired { .. }), "{err}");
+    }
+}
