@@ -5,9 +5,14 @@
 //! [`server`] (HTTP and TLS) and [`admission`], which joins them.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod cli;
+pub mod ecr;
 pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod secret;
+pub mod server;
 pub mod time;
+pub mod tls;
 pub mod token;

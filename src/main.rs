@@ -1,1 +1,156 @@
-fn main() {}
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ecr_token_webhook::admission::Webhook;
+use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogArgs, LogFormat, ServeArgs};
+use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
+use ecr_token_webhook::metrics::Metrics;
+use ecr_token_webhook::server::{self, Listen};
+use ecr_token_webhook::tls;
+use ecr_token_webhook::token::{CacheConfig, TokenCache};
+
+fn main() -> ExitCode {
+    // kube and the AWS SDK could each bring a crypto provider; pick one before any TLS is set up.
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("error: cannot install the rustls crypto provider");
+        return ExitCode::FAILURE;
+    }
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Certs(args) => certs(&args),
+        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(serve(*args)),
+            Err(e) => Err(format!("cannot start the runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &LogArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+fn certs(args: &CertsArgs) -> Result<(), String> {
+    let mut names = tls::service_names(&args.service, &args.namespace);
+    names.extend(args.extra_names.iter().filter(|n| !n.is_empty()).cloned());
+    let generated = tls::generate(&names, args.validity).map_err(|e| e.to_string())?;
+    let (cert, key) = tls::write_dir(&args.out_dir, &generated).map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote {}, {} and the CA ({}/ca.crt) for {}",
+        cert.display(),
+        key.display(),
+        args.out_dir.display(),
+        names.join(", ")
+    );
+    eprintln!("caBundle for the MutatingWebhookConfiguration:");
+    println!("{}", generated.ca_bundle());
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let policy = args.policy()?;
+    tracing::info!(policy = %policy.describe(), failure_mode = ?args.failure_mode,
+        refresh_margin = ?args.refresh_margin, "starting");
+    let tls_config = if args.tls_self_signed {
+        let dir = args
+            .tls_self_signed_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("ecr-token-webhook"));
+        let names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        let generated = tls::generate(&names, std::time::Duration::from_secs(7 * 24 * 3600))
+            .map_err(|e| e.to_string())?;
+        tls::write_dir(&dir, &generated).map_err(|e| e.to_string())?;
+        tracing::info!(ca = %dir.join("ca.crt").display(), "self-signed TLS: trust this CA to call the webhook");
+        tls::server_config(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes(), "self-signed")
+    } else {
+        match (&args.tls_cert_file, &args.tls_key_file) {
+            (Some(cert), Some(key)) => tls::load_files(cert, key),
+            _ => return Err("--tls-cert-file and --tls-key-file, or --tls-self-signed, are required".into()),
+        }
+    }
+    .map_err(|e| e.to_string())?;
+
+    let metrics = Arc::new(Metrics::default());
+    let source = Arc::new(EcrTokenSource::new(load_sdk_config().await));
+    let cache_config = CacheConfig {
+        refresh_margin: args.refresh_margin,
+        backoff: args.ecr_backoff,
+        ..CacheConfig::default()
+    };
+    let tokens = Arc::new(TokenCache::new(source, cache_config, metrics.clone()));
+    let webhook = Arc::new(Webhook::new(
+        tokens.clone(),
+        policy,
+        args.failure_mode,
+        metrics.clone(),
+    ));
+    let listen = Listen {
+        addr: args.listen,
+        metrics_addr: args.metrics_listen,
+    };
+    let mut running = server::start(listen, tls_config, webhook, metrics, tokens)
+        .await
+        .map_err(|e| e.to_string())?;
+    running
+        .wait(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing in-flight requests");
+    running
+        .shutdown(args.shutdown_grace)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        }
+        _ => {
+            // Without signal handlers the process can still be killed; wait on Ctrl-C alone.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -156,7 +156,12 @@ mod tests {
     #[test]
     fn renders_prefixed_families() {
         let m = Metrics::default();
-        m.admission("CREATE", "dockerconfigjson", "patched", Duration::from_millis(3));
+        m.admission(
+            "CREATE",
+            "dockerconfigjson",
+            "patched",
+            Duration::from_millis(3),
+        );
         m.ecr_call("us-east-1", "success", Duration::from_millis(40));
         m.cache_lookup("hit");
         let text = m.render(&[(TokenKey::new("us-east-1", None), 3600.0)]);

@@ -229,14 +229,20 @@ mod tests {
             role_arns: vec![],
         };
         assert!(policy.check_namespace("team-a").is_ok());
-        let err = policy.check_namespace("kube-system").unwrap_err().to_string();
+        let err = policy
+            .check_namespace("kube-system")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "namespace kube-system is not in --allowed-namespaces (argocd,team-*)"
         );
         let r = registry::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com").unwrap();
         let err = policy.check_registry(&r).unwrap_err().to_string();
-        assert!(err.contains("--allowed-registries (123456789012:us-*)"), "{err}");
+        assert!(
+            err.contains("--allowed-registries (123456789012:us-*)"),
+            "{err}"
+        );
         let err = policy
             .check_role("arn:aws:iam::123456789012:role/x")
             .unwrap_err()

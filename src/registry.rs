@@ -238,11 +238,35 @@ mod tests {
         let std = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
         let cases: &[(&str, &str, &str, Partition, &str)] = &[
             (std, "123456789012", "us-east-1", Aws, std),
-            (&format!("oci://{std}"), "123456789012", "us-east-1", Aws, std),
-            (&format!("https://{std}"), "123456789012", "us-east-1", Aws, std),
-            (&format!("OCI://{std}/charts/app"), "123456789012", "us-east-1", Aws, std),
+            (
+                &format!("oci://{std}"),
+                "123456789012",
+                "us-east-1",
+                Aws,
+                std,
+            ),
+            (
+                &format!("https://{std}"),
+                "123456789012",
+                "us-east-1",
+                Aws,
+                std,
+            ),
+            (
+                &format!("OCI://{std}/charts/app"),
+                "123456789012",
+                "us-east-1",
+                Aws,
+                std,
+            ),
             (&format!("{std}:443"), "123456789012", "us-east-1", Aws, std),
-            (&format!("https://{std}:443/v2/"), "123456789012", "us-east-1", Aws, std),
+            (
+                &format!("https://{std}:443/v2/"),
+                "123456789012",
+                "us-east-1",
+                Aws,
+                std,
+            ),
             (&format!("  {std}  "), "123456789012", "us-east-1", Aws, std),
             (&std.to_uppercase(), "123456789012", "us-east-1", Aws, std),
             (

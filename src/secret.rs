@@ -81,7 +81,10 @@ pub enum InputError {
     #[error("data.url is not valid UTF-8")]
     UrlEncoding,
     #[error("url {url:?} is not an ECR registry: {reason}")]
-    NotEcrUrl { url: String, reason: registry::HostError },
+    NotEcrUrl {
+        url: String,
+        reason: registry::HostError,
+    },
     #[error("{entry:?} in annotation {REGISTRIES_ANNOTATION} is not an ECR registry: {reason}")]
     BadRegistry {
         entry: String,
@@ -146,7 +149,9 @@ impl<'a> SecretView<'a> {
             Some(DOCKERCONFIGJSON) => Ok(SecretKind::DockerConfigJson),
             Some(DOCKERCFG) => Ok(SecretKind::DockerCfg),
             Some(BASIC_AUTH) => Ok(SecretKind::BasicAuth),
-            other => Err(InputError::Unsupported(other.unwrap_or("Opaque").to_string())),
+            other => Err(InputError::Unsupported(
+                other.unwrap_or("Opaque").to_string(),
+            )),
         }
     }
 
@@ -339,7 +344,10 @@ impl<'v, 'a> PatchBuilder<'v, 'a> {
 
     fn set_annotation(&mut self, key: &str, value: &str) {
         if self.view.annotations.is_none() && !self.annotations_created {
-            self.add(PointerBuf::from_tokens(["metadata", "annotations"]), json!({}));
+            self.add(
+                PointerBuf::from_tokens(["metadata", "annotations"]),
+                json!({}),
+            );
             self.annotations_created = true;
         }
         self.add(

@@ -35,7 +35,11 @@ mod tests {
             ("-5s", None),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_duration(s).ok(), want.map(Duration::from_secs), "{s:?}");
+            assert_eq!(
+                parse_duration(s).ok(),
+                want.map(Duration::from_secs),
+                "{s:?}"
+            );
         }
     }
 

@@ -71,7 +71,9 @@ impl Token {
 pub enum TokenError {
     #[error("ECR GetAuthorizationToken in {region} failed: {message}")]
     Ecr { region: String, message: String },
-    #[error("ECR in {region} returned a token that expired at {expired_at}; check the endpoint and the clock")]
+    #[error(
+        "ECR in {region} returned a token that expired at {expired_at}; check the endpoint and the clock"
+    )]
     Expired { region: String, expired_at: String },
     #[error("ECR in {region} returned no usable token: {message}")]
     Malformed { region: String, message: String },
@@ -210,10 +212,7 @@ impl TokenCache {
         if let Some(err) = self.backing_off(key) {
             return self.fall_back(key, err);
         }
-        let result = self
-            .fresh
-            .try_get_with(key.clone(), self.fetch(key))
-            .await;
+        let result = self.fresh.try_get_with(key.clone(), self.fetch(key)).await;
         match result {
             Ok(token) => Ok(Served {
                 token,

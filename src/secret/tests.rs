@@ -29,8 +29,10 @@ fn argo(kind: &str, url: &str) -> Value {
         "Opaque",
         json!({INJECT_LABEL: "true", ARGOCD_SECRET_TYPE_LABEL: kind}),
         None,
-        Some(json!({"url": b64(url), "type": b64("helm"), "name": b64("charts"),
-                    "enableOCI": b64("true"), "project": b64("default")})),
+        Some(
+            json!({"url": b64(url), "type": b64("helm"), "name": b64("charts"),
+                    "enableOCI": b64("true"), "project": b64("default")}),
+        ),
     )
 }
 
@@ -105,7 +107,10 @@ fn assert_keeps_everything(before: &Value, after: &Value) {
             if k == ERROR_ANNOTATION || k == EXPIRES_AT_ANNOTATION {
                 continue;
             }
-            assert_eq!(&after["metadata"]["annotations"][k], v, "annotation {k} changed");
+            assert_eq!(
+                &after["metadata"]["annotations"][k], v,
+                "annotation {k} changed"
+            );
         }
     }
     assert_eq!(before["metadata"]["labels"], after["metadata"]["labels"]);
@@ -113,7 +118,9 @@ fn assert_keeps_everything(before: &Value, after: &Value) {
 }
 
 fn data_str(obj: &Value, key: &str) -> String {
-    let s = obj["data"][key].as_str().unwrap_or_else(|| panic!("data.{key} missing"));
+    let s = obj["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("data.{key} missing"));
     String::from_utf8(B64.decode(s).expect("base64")).expect("utf8")
 }
 
@@ -177,7 +184,10 @@ fn dockerconfigjson_keeps_other_registries_and_fields() {
     );
     let out = run(&obj).unwrap();
     let got = data_json(&out, ".dockerconfigjson");
-    assert_eq!(got["auths"]["https://index.docker.io/v1/"], config["auths"]["https://index.docker.io/v1/"]);
+    assert_eq!(
+        got["auths"]["https://index.docker.io/v1/"],
+        config["auths"]["https://index.docker.io/v1/"]
+    );
     assert_eq!(got["credsStore"], "ecr-login");
     assert_eq!(got["HttpHeaders"], config["HttpHeaders"]);
     let e = &got["auths"][USE1];
@@ -222,7 +232,11 @@ fn dockerconfigjson_without_data_gets_every_annotated_registry() {
 #[test]
 fn dockercfg_is_a_plain_map() {
     let cfg = json!({"quay.io": {"auth": "eDp5"}, USE1: {"auth": "b2xk", "email": "a@b.c"}});
-    let obj = pull(DOCKERCFG, None, Some(json!({".dockercfg": b64(&cfg.to_string())})));
+    let obj = pull(
+        DOCKERCFG,
+        None,
+        Some(json!({".dockercfg": b64(&cfg.to_string())})),
+    );
     let got = data_json(&run(&obj).unwrap(), ".dockercfg");
     assert_eq!(got["quay.io"], cfg["quay.io"]);
     assert_eq!(got[USE1]["password"], "token-use1");
@@ -235,7 +249,9 @@ fn basic_auth_gets_username_and_password() {
     let obj = pull(
         BASIC_AUTH,
         Some(json!({REGISTRIES_ANNOTATION: USE1})),
-        Some(json!({"username": b64("placeholder"), "password": b64("placeholder"), "extra": b64("kept")})),
+        Some(
+            json!({"username": b64("placeholder"), "password": b64("placeholder"), "extra": b64("kept")}),
+        ),
     );
     let out = run(&obj).unwrap();
     assert_eq!(data_str(&out, "username"), "AWS");
@@ -251,8 +267,14 @@ fn pointer_keys_are_escaped() {
     let tokens = Tokens::new();
     let patch = inject(&view, &plan, &tokens.map(&plan)).unwrap();
     let text = serde_json::to_string(&patch).unwrap();
-    assert!(text.contains("\"/metadata/annotations/ecr-token-webhook~1expires-at\""), "{text}");
-    assert!(text.contains("\"/metadata/annotations\""), "parent map added first: {text}");
+    assert!(
+        text.contains("\"/metadata/annotations/ecr-token-webhook~1expires-at\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"/metadata/annotations\""),
+        "parent map added first: {text}"
+    );
     assert!(!text.contains("/ecr-token-webhook/error"), "{text}");
 }
 
@@ -269,41 +291,103 @@ fn bad_input_is_refused_with_a_clear_reason() {
     data_list["data"] = json!(["x"]);
     let mut bad_utf8 = argo("repository", USE1);
     bad_utf8["data"]["url"] = json!(B64.encode([0xff, 0xfe]));
-    let docker = |cfg: &str| pull(DOCKERCONFIGJSON, None, Some(json!({".dockerconfigjson": b64(cfg)})));
+    let docker = |cfg: &str| {
+        pull(
+            DOCKERCONFIGJSON,
+            None,
+            Some(json!({".dockerconfigjson": b64(cfg)})),
+        )
+    };
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("non-ECR url", not_ecr_url, "url \"ghcr.io/org/charts\" is not an ECR registry"),
+        (
+            "non-ECR url",
+            not_ecr_url,
+            "url \"ghcr.io/org/charts\" is not an ECR registry",
+        ),
         ("invalid base64", bad_b64, "data.url is not valid base64"),
-        ("url not a string", url_not_string, "data.url is not a string"),
+        (
+            "url not a string",
+            url_not_string,
+            "data.url is not a string",
+        ),
         ("missing url", no_url, "data.url is missing"),
-        ("data not a map", data_list, "secret data is not a map of strings"),
+        (
+            "data not a map",
+            data_list,
+            "secret data is not a map of strings",
+        ),
         ("url not utf-8", bad_utf8, "data.url is not valid UTF-8"),
-        ("invalid docker JSON", docker("{not json"), "data..dockerconfigjson is not valid docker config JSON"),
-        ("docker JSON not object", docker("[1,2]"), "not a JSON object"),
-        ("auths not object", docker(r#"{"auths": 3}"#), "auths is not an object"),
-        ("no ECR entry", docker(r#"{"auths": {"docker.io": {}}}"#), "no ECR registry to write"),
-        ("empty pull secret", pull(DOCKERCONFIGJSON, None, None), "no ECR registry to write"),
+        (
+            "invalid docker JSON",
+            docker("{not json"),
+            "data..dockerconfigjson is not valid docker config JSON",
+        ),
+        (
+            "docker JSON not object",
+            docker("[1,2]"),
+            "not a JSON object",
+        ),
+        (
+            "auths not object",
+            docker(r#"{"auths": 3}"#),
+            "auths is not an object",
+        ),
+        (
+            "no ECR entry",
+            docker(r#"{"auths": {"docker.io": {}}}"#),
+            "no ECR registry to write",
+        ),
+        (
+            "empty pull secret",
+            pull(DOCKERCONFIGJSON, None, None),
+            "no ECR registry to write",
+        ),
         (
             "non-ECR annotation entry",
-            pull(DOCKERCONFIGJSON, Some(json!({REGISTRIES_ANNOTATION: format!("{USE1}, public.ecr.aws")})), None),
+            pull(
+                DOCKERCONFIGJSON,
+                Some(json!({REGISTRIES_ANNOTATION: format!("{USE1}, public.ecr.aws")})),
+                None,
+            ),
             "\"public.ecr.aws\" in annotation ecr-token-webhook/registries is not an ECR registry",
         ),
-        ("basic-auth without registries", pull(BASIC_AUTH, None, None), "no ECR registry to write"),
+        (
+            "basic-auth without registries",
+            pull(BASIC_AUTH, None, None),
+            "no ECR registry to write",
+        ),
         (
             "basic-auth across regions",
-            pull(BASIC_AUTH, Some(json!({REGISTRIES_ANNOTATION: format!("{USE1} {EUC1}")})), None),
+            pull(
+                BASIC_AUTH,
+                Some(json!({REGISTRIES_ANNOTATION: format!("{USE1} {EUC1}")})),
+                None,
+            ),
             "several regions (eu-central-1, us-east-1)",
         ),
-        ("opaque without Argo label", pull("Opaque", None, None), "unsupported secret: type Opaque"),
+        (
+            "opaque without Argo label",
+            pull("Opaque", None, None),
+            "unsupported secret: type Opaque",
+        ),
         (
             "Argo label with another value",
-            secret("Opaque", json!({INJECT_LABEL: "true", ARGOCD_SECRET_TYPE_LABEL: "cluster"}), None, None),
+            secret(
+                "Opaque",
+                json!({INJECT_LABEL: "true", ARGOCD_SECRET_TYPE_LABEL: "cluster"}),
+                None,
+                None,
+            ),
             "unsupported secret",
         ),
     ];
     for (name, obj, want) in cases {
         let err = run(&obj).expect_err(name).to_string();
-        assert!(err.contains(want), "{name}: {err:?} does not contain {want:?}");
+        assert!(
+            err.contains(want),
+            "{name}: {err:?} does not contain {want:?}"
+        );
         assert!(!err.contains('\n'), "{name}: one line");
     }
 }
@@ -311,7 +395,11 @@ fn bad_input_is_refused_with_a_clear_reason() {
 #[test]
 fn entry_that_is_not_an_object_is_refused_not_replaced() {
     let cfg = json!({"auths": {USE1: "oops"}});
-    let obj = pull(DOCKERCONFIGJSON, None, Some(json!({".dockerconfigjson": b64(&cfg.to_string())})));
+    let obj = pull(
+        DOCKERCONFIGJSON,
+        None,
+        Some(json!({".dockerconfigjson": b64(&cfg.to_string())})),
+    );
     let err = run(&obj).unwrap_err().to_string();
     assert!(err.contains("is not an object"), "{err}");
 }
@@ -320,8 +408,10 @@ fn entry_that_is_not_an_object_is_refused_not_replaced() {
 fn plan_collects_regions_and_role() {
     let obj = object(pull(
         DOCKERCONFIGJSON,
-        Some(json!({REGISTRIES_ANNOTATION: format!("{USE1},{EUC1},123456789012.dkr.ecr.us-east-1.amazonaws.com"),
-                    ROLE_ARN_ANNOTATION: " arn:aws:iam::123456789012:role/pull "})),
+        Some(
+            json!({REGISTRIES_ANNOTATION: format!("{USE1},{EUC1},123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+                    ROLE_ARN_ANNOTATION: " arn:aws:iam::123456789012:role/pull "}),
+        ),
         None,
     ));
     let plan = plan(&SecretView::new(&obj)).unwrap();
@@ -329,7 +419,10 @@ fn plan_collects_regions_and_role() {
     let role = Some("arn:aws:iam::123456789012:role/pull".to_string());
     assert_eq!(
         plan.token_keys(),
-        vec![TokenKey::new("eu-central-1", role.clone()), TokenKey::new("us-east-1", role)]
+        vec![
+            TokenKey::new("eu-central-1", role.clone()),
+            TokenKey::new("us-east-1", role)
+        ]
     );
 }
 
@@ -353,6 +446,9 @@ fn error_patch_sets_one_line_and_keeps_the_rest() {
     let patch = error_patch(&SecretView::new(&dynobj), "ECR failed:\nthrottled\t");
     let mut out = obj.clone();
     json_patch::patch(&mut out, &patch.0).unwrap();
-    assert_eq!(out["metadata"]["annotations"][ERROR_ANNOTATION], "ECR failed: throttled");
+    assert_eq!(
+        out["metadata"]["annotations"][ERROR_ANNOTATION],
+        "ECR failed: throttled"
+    );
     assert_eq!(out["data"], obj["data"]);
 }

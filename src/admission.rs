@@ -1,0 +1,320 @@
+//! Turning an AdmissionReview into an answer: the policy, the secret's plan, tokens from the
+//! cache within the API server's deadline, and the patch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::secret::{self, SecretView};
+use crate::time::rfc3339;
+use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
+
+/// What to answer when no token can be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailureMode {
+    /// Allow the write unchanged apart from the `error` annotation, with a warning.
+    Open,
+    /// Deny the write with the reason.
+    Closed,
+}
+
+/// A request body that is not an AdmissionReview: answered with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadReview(pub String);
+
+pub struct Webhook {
+    tokens: Arc<TokenCache>,
+    policy: Policy,
+    failure_mode: FailureMode,
+    metrics: Arc<Metrics>,
+}
+
+const WARNING_PREFIX: &str = "ecr-token-webhook: ";
+
+/// How a request ended, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Patched,
+    PatchedStale,
+    Skipped,
+    Ignored,
+    Policy,
+    Invalid,
+    FailedOpen,
+    Denied,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::PatchedStale => "patched_stale",
+            Outcome::Skipped => "skipped",
+            Outcome::Ignored => "ignored",
+            Outcome::Policy => "policy",
+            Outcome::Invalid => "invalid",
+            Outcome::FailedOpen => "failed_open",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+fn warn(resp: &mut AdmissionResponse, message: impl AsRef<str>) {
+    resp.warnings
+        .get_or_insert_with(Vec::new)
+        .push(format!("{WARNING_PREFIX}{}", message.as_ref()));
+}
+
+impl Webhook {
+    pub fn new(
+        tokens: Arc<TokenCache>,
+        policy: Policy,
+        failure_mode: FailureMode,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Webhook {
+            tokens,
+            policy,
+            failure_mode,
+            metrics,
+        }
+    }
+
+    /// Answers one AdmissionReview body. `budget` is how long token fetching may take.
+    pub async fn review(
+        &self,
+        body: &[u8],
+        budget: Duration,
+    ) -> Result<AdmissionReview<DynamicObject>, BadReview> {
+        let started = Instant::now();
+        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+            .map_err(|e| BadReview(format!("malformed AdmissionReview: {e}")))?;
+        if review.types.api_version != "admission.k8s.io/v1"
+            || review.types.kind != "AdmissionReview"
+        {
+            return Err(BadReview(format!(
+                "expected an admission.k8s.io/v1 AdmissionReview, got {:?} {:?}",
+                review.types.api_version, review.types.kind
+            )));
+        }
+        let req: AdmissionRequest<DynamicObject> = review
+            .try_into()
+            .map_err(|_| BadReview("AdmissionReview has no request".into()))?;
+        let span = tracing::info_span!("admission", uid = %req.uid, namespace = ?req.namespace, name = %req.name);
+        let (resp, kind, outcome) = self
+            .decide(&req, budget, started)
+            .instrument(span.clone())
+            .await;
+        let took = started.elapsed();
+        self.metrics
+            .admission(operation_name(&req.operation), kind, outcome.label(), took);
+        let took_ms = took.as_millis() as u64;
+        span.in_scope(|| match outcome {
+            Outcome::Patched | Outcome::Skipped | Outcome::Ignored => {
+                tracing::debug!(kind, outcome = outcome.label(), took_ms, "answered")
+            }
+            _ => tracing::info!(kind, outcome = outcome.label(), took_ms, warnings = ?resp.warnings, "answered"),
+        });
+        Ok(resp.into_review())
+    }
+
+    async fn decide(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        budget: Duration,
+        started: Instant,
+    ) -> (AdmissionResponse, &'static str, Outcome) {
+        let mut resp = AdmissionResponse::from(req);
+        if !matches!(req.operation, Operation::Create | Operation::Update) {
+            return (resp, "none", Outcome::Skipped);
+        }
+        let k = &req.kind;
+        if !(k.group.is_empty() && k.version == "v1" && k.kind == "Secret") {
+            warn(
+                &mut resp,
+                format!(
+                    "only v1 Secrets are handled; {}/{} {} left alone",
+                    k.group, k.version, k.kind
+                ),
+            );
+            return (resp, "none", Outcome::Ignored);
+        }
+        let Some(obj) = req.object.as_ref() else {
+            return (resp, "none", Outcome::Skipped);
+        };
+        let view = SecretView::new(obj);
+        if !view.opted_in() {
+            return (resp, "none", Outcome::Skipped);
+        }
+        let kind = view
+            .kind()
+            .map(|k| k.metric_label())
+            .unwrap_or("unsupported");
+        let namespace = req
+            .namespace
+            .as_deref()
+            .or(obj.metadata.namespace.as_deref())
+            .unwrap_or_default();
+        if let Err(v) = self.policy.check_namespace(namespace) {
+            warn(&mut resp, format!("{v}; secret left unchanged"));
+            return (resp, kind, Outcome::Policy);
+        }
+        let plan = match secret::plan(&view) {
+            Ok(plan) => plan,
+            Err(e) => {
+                return (
+                    self.with_error(resp, &view, &e.to_string()),
+                    kind,
+                    Outcome::Invalid,
+                );
+            }
+        };
+        let policy = plan
+            .registries
+            .iter()
+            .try_for_each(|r| self.policy.check_registry(r))
+            .and_then(|_| match &plan.role_arn {
+                Some(role) => self.policy.check_role(role),
+                None => Ok(()),
+            });
+        if let Err(v) = policy {
+            warn(&mut resp, format!("{v}; secret left unchanged"));
+            return (resp, kind, Outcome::Policy);
+        }
+
+        let remaining = budget.saturating_sub(started.elapsed());
+        let served = match self.fetch_all(plan.token_keys(), remaining).await {
+            Ok(served) => served,
+            Err(e) => {
+                let reason = format!("no ECR token: {e}");
+                return match self.failure_mode {
+                    FailureMode::Open => (
+                        self.with_error(resp, &view, &reason),
+                        kind,
+                        Outcome::FailedOpen,
+                    ),
+                    FailureMode::Closed => (resp.deny(reason), kind, Outcome::Denied),
+                };
+            }
+        };
+        let mut outcome = Outcome::Patched;
+        for (key, s) in &served {
+            if let Some(why) = &s.stale_because {
+                outcome = Outcome::PatchedStale;
+                warn(
+                    &mut resp,
+                    format!(
+                        "{why}; wrote the cached token for {key}, valid until {}",
+                        rfc3339(s.token.expires_at)
+                    ),
+                );
+            }
+        }
+        let tokens: BTreeMap<TokenKey, &Token> =
+            served.iter().map(|(k, s)| (k.clone(), &*s.token)).collect();
+        match secret::inject(&view, &plan, &tokens) {
+            Ok(patch) => match resp.clone().with_patch(patch) {
+                Ok(r) => (r, kind, outcome),
+                Err(e) => {
+                    warn(&mut resp, format!("cannot serialize patch: {e}"));
+                    (resp, kind, Outcome::Invalid)
+                }
+            },
+            Err(e) => (
+                self.with_error(resp, &view, &e.to_string()),
+                kind,
+                Outcome::Invalid,
+            ),
+        }
+    }
+
+    /// Allowed, with a warning and the `error` annotation: the secret keeps what it had.
+    fn with_error(
+        &self,
+        mut resp: AdmissionResponse,
+        view: &SecretView,
+        reason: &str,
+    ) -> AdmissionResponse {
+        warn(&mut resp, reason);
+        let patch = secret::error_patch(view, reason);
+        match resp.clone().with_patch(patch) {
+            Ok(r) => r,
+            Err(_) => resp,
+        }
+    }
+
+    /// Fetches every key concurrently. The fetches run as tasks, so one that outlives this
+    /// request's deadline still fills the cache for the next request.
+    async fn fetch_all(
+        &self,
+        keys: Vec<TokenKey>,
+        budget: Duration,
+    ) -> Result<Vec<(TokenKey, Served)>, TokenError> {
+        let deadline = tokio::time::Instant::now() + budget;
+        let tasks: Vec<_> = keys
+            .into_iter()
+            .map(|key| {
+                let cache = self.tokens.clone();
+                let k = key.clone();
+                (key, tokio::spawn(async move { cache.get(&k).await }))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for (key, task) in tasks {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(Ok(served))) => out.push((key, served)),
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(join)) => {
+                    return Err(TokenError::Malformed {
+                        region: key.region,
+                        message: format!("token task failed: {join}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(TokenError::Timeout {
+                        key: key.to_string(),
+                        after: budget,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The time the webhook may spend on a request whose API-server `timeout` is `timeout`:
+/// a tenth (at least 200 ms) is kept back for the answer to travel.
+pub fn budget_for(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 10).max(Duration::from_millis(200)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_keeps_a_margin() {
+        assert_eq!(budget_for(Duration::from_secs(10)), Duration::from_secs(9));
+        assert_eq!(
+            budget_for(Duration::from_secs(1)),
+            Duration::from_millis(800)
+        );
+        assert_eq!(budget_for(Duration::from_millis(100)), Duration::ZERO);
+    }
+}

@@ -1,0 +1,278 @@
+//! Command-line flags. Every flag also reads an `ECR_TOKEN_WEBHOOK_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admission::FailureMode;
+use crate::policy::{Pattern, Policy, RegistryPattern};
+use crate::time::parse_duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ecr-token-webhook",
+    version,
+    about = "Keeps Amazon ECR tokens fresh in Kubernetes Secrets"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook (HTTPS) and metrics (HTTP).
+    Serve(Box<ServeArgs>),
+    /// Write a CA and a serving certificate for the webhook Service, for clusters without
+    /// cert-manager.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "ECR_TOKEN_WEBHOOK_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter: a level (`info`, `debug`) or a tracing directive list.
+    #[arg(
+        long,
+        global = true,
+        env = "ECR_TOKEN_WEBHOOK_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTPS address for POST /mutate.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// PEM certificate chain for the webhook's TLS.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_TLS_CERT_FILE",
+        requires = "tls_key_file",
+        required_unless_present = "tls_self_signed"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for the webhook's TLS.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Generate a CA and a certificate for localhost at start (local runs only).
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    pub tls_self_signed: bool,
+    /// Where --tls-self-signed writes ca.crt, tls.crt and tls.key.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR")]
+    pub tls_self_signed_dir: Option<PathBuf>,
+    /// What to answer when no token can be had: allow with an error annotation, or deny.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_FAILURE_MODE",
+        value_enum,
+        default_value = "open"
+    )]
+    pub failure_mode: FailureMode,
+    /// Tokens with less than this left are replaced; a token written always has more.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_REFRESH_MARGIN", default_value = "6h", value_parser = duration)]
+    pub refresh_margin: Duration,
+    /// Namespaces whose secrets may receive tokens (patterns with `*`, comma-separated).
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub allowed_namespaces: Vec<String>,
+    /// Registries that may receive tokens: ACCOUNT[:REGION] patterns, comma-separated.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_REGISTRIES",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub allowed_registries: Vec<String>,
+    /// Role ARNs a secret may name in ecr-token-webhook/role-arn (patterns); none by default.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_ROLE_ARNS",
+        value_delimiter = ','
+    )]
+    pub allowed_role_arns: Vec<String>,
+    /// First pause after a failed ECR call before ECR is asked again (doubles up to 1m).
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_ECR_BACKOFF", default_value = "2s", value_parser = duration)]
+    pub ecr_backoff: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE", default_value = "15s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    pub fn policy(&self) -> Result<Policy, String> {
+        let patterns = |v: &[String]| -> Vec<Pattern> {
+            v.iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(Pattern::new)
+                .collect()
+        };
+        let registries = self
+            .allowed_registries
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| RegistryPattern::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy {
+            namespaces: patterns(&self.allowed_namespaces),
+            registries,
+            role_arns: patterns(&self.allowed_role_arns),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_CERTS_DIR", default_value = "certs")]
+    pub out_dir: PathBuf,
+    /// The webhook Service's name.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_SERVICE",
+        default_value = "ecr-token-webhook"
+    )]
+    pub service: String,
+    /// The webhook Service's namespace.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_NAMESPACE",
+        default_value = "ecr-token-webhook"
+    )]
+    pub namespace: String,
+    /// Extra DNS names or IP addresses for the serving certificate.
+    #[arg(
+        long = "extra-name",
+        env = "ECR_TOKEN_WEBHOOK_EXTRA_NAMES",
+        value_delimiter = ','
+    )]
+    pub extra_names: Vec<String>,
+    /// Validity of the CA and the certificate.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_CERTS_VALIDITY", default_value = "8760h", value_parser = duration)]
+    pub validity: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["ecr-token-webhook", "serve", "--tls-self-signed"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(s.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(s.metrics_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(s.refresh_margin, Duration::from_secs(6 * 3600));
+        assert_eq!(s.failure_mode, FailureMode::Open);
+        let p = s.policy().unwrap();
+        assert!(p.check_namespace("x").is_ok());
+        assert!(p.role_arns.is_empty());
+        assert_eq!(cli.log.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn flags_parse_lists_and_durations() {
+        let cli = Cli::try_parse_from([
+            "ecr-token-webhook",
+            "serve",
+            "--tls-cert-file",
+            "c",
+            "--tls-key-file",
+            "k",
+            "--refresh-margin",
+            "1h30m",
+            "--allowed-namespaces",
+            "argocd,team-*",
+            "--allowed-registries",
+            "123456789012:us-*,210987654321",
+            "--failure-mode",
+            "closed",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(s.refresh_margin, Duration::from_secs(5400));
+        assert_eq!(s.allowed_namespaces, ["argocd", "team-*"]);
+        assert_eq!(s.policy().unwrap().registries.len(), 2);
+        assert_eq!(s.failure_mode, FailureMode::Closed);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        for args in [
+            vec!["ecr-token-webhook", "serve"],
+            vec!["ecr-token-webhook", "serve", "--tls-cert-file", "c"],
+            vec![
+                "ecr-token-webhook",
+                "serve",
+                "--tls-self-signed",
+                "--refresh-margin",
+                "soon",
+            ],
+            vec![
+                "ecr-token-webhook",
+                "serve",
+                "--tls-self-signed",
+                "--failure-mode",
+                "maybe",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "serve",
+            "--tls-self-signed",
+            "--allowed-registries",
+            "a:b:c",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert!(s.policy().is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! TLS: loading a PEM pair into a rustls server config, and generating a CA and serving
+//! certificate with rcgen (for `--tls-self-signed` and `ecr-token-webhook certs`).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: no PEM certificate found")]
+    NoCertificate { what: String },
+    #[error("{what}: no usable PEM private key found")]
+    NoKey { what: String },
+    #[error("certificate and key do not form a usable pair: {0}")]
+    Pair(#[from] rustls::Error),
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("invalid DNS name or IP {0:?}")]
+    Name(String),
+}
+
+/// A rustls server config from PEM bytes, offering HTTP/2 and HTTP/1.1.
+/// Fails if the key does not match the certificate.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what: what.to_string(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey {
+        what: what.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads and validates a PEM certificate chain and key from files.
+pub fn load_files(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    server_config(&cert_pem, &key_pem, &cert.display().to_string())
+}
+
+/// A CA and a serving certificate it signed, all PEM.
+pub struct Generated {
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Generated {
+    /// The CA as a webhook configuration's `caBundle`: base64 of the PEM.
+    pub fn ca_bundle(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&self.ca_cert_pem)
+    }
+}
+
+/// The DNS names a webhook Service answers to.
+pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses).
+pub fn generate(names: &[String], validity: Duration) -> Result<Generated, TlsError> {
+    let now = time::OffsetDateTime::now_utc();
+    // Backdate a little so a node whose clock lags does not reject a brand-new certificate.
+    let not_before = now - time::Duration::minutes(5);
+    let not_after = now + time::Duration::seconds(validity.as_secs().min(i64::MAX as u64) as i64);
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "ecr-token-webhook CA");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = not_before;
+    ca.not_after = not_after;
+    let ca_cert = ca.self_signed(&ca_key)?;
+
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        names
+            .first()
+            .map(String::as_str)
+            .unwrap_or("ecr-token-webhook"),
+    );
+    leaf.distinguished_name = dn;
+    for name in names {
+        let san = match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .map_err(|_| TlsError::Name(name.clone()))?,
+            ),
+        };
+        leaf.subject_alt_names.push(san);
+    }
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = not_before;
+    leaf.not_after = not_after;
+    let issuer = Issuer::new(ca, &ca_key);
+    let cert = leaf.signed_by(&key, &issuer)?;
+
+    Ok(Generated {
+        ca_cert_pem: ca_cert.pem(),
+        ca_key_pem: ca_key.serialize_pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir` (keys readable by the owner only).
+/// Returns the paths of the serving certificate and key.
+pub fn write_dir(dir: &Path, g: &Generated) -> Result<(PathBuf, PathBuf), TlsError> {
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let files = [
+        ("ca.crt", &g.ca_cert_pem, false),
+        ("ca.key", &g.ca_key_pem, true),
+        ("tls.crt", &g.cert_pem, false),
+        ("tls.key", &g.key_pem, true),
+    ];
+    for (name, content, private) in files {
+        let path = dir.join(name);
+        write_file(&path, content.as_bytes(), private).map_err(|source| TlsError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok((dir.join("tls.crt"), dir.join("tls.key")))
+}
+
+fn write_file(path: &Path, content: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_pair_loads_and_mismatch_is_refused() {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let a = generate(&names, Duration::from_secs(3600)).unwrap();
+        server_config(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), "a").unwrap();
+        assert!(a.ca_bundle().len() > 100);
+        let b = generate(&names, Duration::from_secs(3600)).unwrap();
+        let err = server_config(a.cert_pem.as_bytes(), b.key_pem.as_bytes(), "a").unwrap_err();
+        assert!(matches!(err, TlsError::Pair(_)), "{err}");
+    }
+
+    #[test]
+    fn bad_pem_is_refused_with_a_reason() {
+        let a = generate(&["localhost".into()], Duration::from_secs(60)).unwrap();
+        let cases: &[(&[u8], &[u8], &str)] = &[
+            (b"", a.key_pem.as_bytes(), "no PEM certificate"),
+            (b"garbage", a.key_pem.as_bytes(), "no PEM certificate"),
+            (a.cert_pem.as_bytes(), b"", "no usable PEM private key"),
+            (
+                a.cert_pem.as_bytes(),
+                &a.key_pem.as_bytes()[..a.key_pem.len() / 2],
+                "no usable PEM private key",
+            ),
+        ];
+        for (cert, key, want) in cases {
+            let err = server_config(cert, key, "x").unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn service_names_cover_cluster_dns() {
+        assert_eq!(
+            service_names("hook", "ns"),
+            [
+                "hook",
+                "hook.ns",
+                "hook.ns.svc",
+                "hook.ns.svc.cluster.local"
+            ]
+        );
+    }
+}
