@@ -16,7 +16,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admission::{Webhook, budget_for};
+use crate::admission::{Webhook, budget_for, to_json};
 use crate::metrics::Metrics;
 use crate::time::parse_duration;
 use crate::token::TokenCache;
@@ -55,7 +55,7 @@ async fn mutate(
 ) -> Response {
     let budget = budget_for(timeout_from_query(query.as_deref()));
     match webhook.review(&body, budget).await {
-        Ok(review) => match serde_json::to_vec(&review) {
+        Ok(review) => match to_json(review) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
             Err(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

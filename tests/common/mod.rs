@@ -1,0 +1,416 @@
+//! Test harness: an ECR endpoint of our own on 127.0.0.1 speaking ECR's JSON protocol, the
+//! webhook served in-process over real TLS, and a real HTTPS client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ecr_token_webhook::admission::{FailureMode, Webhook};
+use ecr_token_webhook::ecr::{EcrTokenSource, timeout_config};
+use ecr_token_webhook::metrics::Metrics;
+use ecr_token_webhook::policy::Policy;
+use ecr_token_webhook::server::{self, Listen, Running};
+use ecr_token_webhook::tls;
+use ecr_token_webhook::token::{CacheConfig, TokenCache};
+use serde_json::{Value, json};
+
+pub const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+
+/// How the fake ECR misbehaves.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    None,
+    Throttle,
+    ServerError,
+    Slow(Duration),
+}
+
+struct EcrState {
+    calls: AtomicUsize,
+    lifetime: Mutex<Duration>,
+    fault: Mutex<Fault>,
+    regions: Mutex<Vec<String>>,
+}
+
+/// A local ECR endpoint: answers `GetAuthorizationToken` with ~2 KB tokens of a settable
+/// lifetime, or with a fault. Each token is distinct, so rotation is visible.
+pub struct FakeEcr {
+    pub url: String,
+    state: Arc<EcrState>,
+}
+
+impl FakeEcr {
+    pub async fn start(lifetime: Duration) -> FakeEcr {
+        let state = Arc::new(EcrState {
+            calls: AtomicUsize::new(0),
+            lifetime: Mutex::new(lifetime),
+            fault: Mutex::new(Fault::None),
+            regions: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/", post(ecr_handler))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake ECR");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeEcr {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        *self.state.fault.lock().unwrap() = fault;
+    }
+
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        *self.state.lifetime.lock().unwrap() = lifetime;
+    }
+
+    /// Regions named in the SigV4 credential scope of each call, in order.
+    pub fn regions(&self) -> Vec<String> {
+        self.state.regions.lock().unwrap().clone()
+    }
+
+    /// The password the n-th call (0-based) handed out.
+    pub fn password(n: usize) -> String {
+        token_password(n)
+    }
+}
+
+fn token_password(n: usize) -> String {
+    // Real ECR passwords are ~2 KB of base64; make ours as big and distinct per call.
+    let head = format!("fake-token-{n:06}-");
+    let filler: String = (0..2000 - head.len())
+        .map(|i| (b'A' + ((i * 7 + n) % 26) as u8) as char)
+        .collect();
+    head + &filler
+}
+
+async fn ecr_handler(
+    axum::extract::State(state): axum::extract::State<Arc<EcrState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let n = state.calls.fetch_add(1, Ordering::SeqCst);
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    if target != Some(TARGET) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            "unexpected target",
+        );
+    }
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // AWS4-HMAC-SHA256 Credential=AKID/20261122/us-east-1/ecr/aws4_request, ...
+    let Some(scope) = auth
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
+        .and_then(|s| s.split(',').next())
+    else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationTokenException",
+            "unsigned",
+        );
+    };
+    let parts: Vec<&str> = scope.split('/').collect();
+    if parts.len() != 5 || parts[3] != "ecr" {
+        return error(
+            StatusCode::FORBIDDEN,
+            "InvalidSignatureException",
+            "bad scope",
+        );
+    }
+    state.regions.lock().unwrap().push(parts[2].to_string());
+    if serde_json::from_slice::<Value>(&body).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "SerializationException",
+            "body is not JSON",
+        );
+    }
+    let fault = state.fault.lock().unwrap().clone();
+    match fault {
+        Fault::None => {}
+        Fault::Throttle => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ThrottlingException",
+                "Rate exceeded",
+            );
+        }
+        Fault::ServerError => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServerException",
+                "internal failure",
+            );
+        }
+        Fault::Slow(d) => tokio::time::sleep(d).await,
+    }
+    let lifetime = *state.lifetime.lock().unwrap();
+    let expires = SystemTime::now() + lifetime;
+    let expires = expires
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let token = B64.encode(format!("AWS:{}", token_password(n)));
+    let body = json!({"authorizationData": [{
+        "authorizationToken": token,
+        "expiresAt": expires,
+        "proxyEndpoint": format!("https://123456789012.dkr.ecr.{}.amazonaws.com", parts[2]),
+    }]});
+    (
+        [("content-type", "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amzn-errortype", code),
+        ],
+        json!({"__type": code, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+/// SDK configuration for a local endpoint: static test credentials, few quick retries.
+pub fn sdk_config(endpoint: &str) -> SdkConfig {
+    use aws_config::retry::RetryConfig;
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        )))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(10)),
+        )
+        .timeout_config(timeout_config())
+        .sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep().expect("tokio sleep"))
+        .build()
+}
+
+pub struct Options {
+    pub lifetime: Duration,
+    pub margin: Duration,
+    pub backoff: Duration,
+    pub failure_mode: FailureMode,
+    pub policy: Policy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lifetime: Duration::from_secs(12 * 3600),
+            margin: Duration::from_secs(6 * 3600),
+            backoff: Duration::from_secs(2),
+            failure_mode: FailureMode::Open,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// The webhook on 127.0.0.1 (ephemeral ports) over TLS, in front of a fake ECR.
+pub struct Harness {
+    pub ecr: FakeEcr,
+    pub running: Running,
+    pub client: reqwest::Client,
+    pub base: String,
+    pub metrics_base: String,
+    pub ca_pem: String,
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// An HTTPS client that trusts only `ca_pem`.
+pub fn https_client(ca_pem: &str) -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA pem")])
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+impl Harness {
+    pub async fn start(opts: Options) -> Harness {
+        install_crypto();
+        let ecr = FakeEcr::start(opts.lifetime).await;
+        let metrics = Arc::new(Metrics::default());
+        let source = Arc::new(EcrTokenSource::new(sdk_config(&ecr.url)));
+        let cache = CacheConfig {
+            refresh_margin: opts.margin,
+            backoff: opts.backoff,
+            max_backoff: opts.backoff * 4,
+        };
+        let tokens = Arc::new(TokenCache::new(source, cache, metrics.clone()));
+        let webhook = Arc::new(Webhook::new(
+            tokens.clone(),
+            opts.policy,
+            opts.failure_mode,
+            metrics.clone(),
+        ));
+        let certs = tls::generate(
+            &["localhost".into(), "127.0.0.1".into()],
+            Duration::from_secs(3600),
+        )
+        .expect("certs");
+        let tls_config =
+            tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes(), "test")
+                .expect("tls config");
+        let listen = Listen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        let running = server::start(listen, tls_config, webhook, metrics, tokens)
+            .await
+            .expect("start webhook");
+        Harness {
+            client: https_client(&certs.ca_cert_pem),
+            base: format!("https://127.0.0.1:{}", running.addr.port()),
+            metrics_base: format!("http://127.0.0.1:{}", running.metrics_addr.port()),
+            ca_pem: certs.ca_cert_pem,
+            ecr,
+            running,
+        }
+    }
+
+    /// POSTs a review to /mutate?timeout=… and returns the status and the parsed body (or text).
+    pub async fn post(&self, body: &str, timeout: &str) -> (StatusCode, Value, String) {
+        post_review(&self.client, &self.base, body, timeout).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics_base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+pub async fn post_review(
+    client: &reqwest::Client,
+    base: &str,
+    body: &str,
+    timeout: &str,
+) -> (StatusCode, Value, String) {
+    let resp = client
+        .post(format!("{base}/mutate?timeout={timeout}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST /mutate");
+    let status = StatusCode::from_u16(resp.status().as_u16()).expect("status");
+    let text = resp.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, json, text)
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("ECR_TOKEN_WEBHOOK_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+}
+
+/// A captured AdmissionReview; a missing fixture fails the test, it is never skipped.
+pub fn fixture(name: &str) -> Value {
+    let path = fixtures_dir().join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {} is required: {e}", path.display()));
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+pub fn fixture_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap_or_else(|e| panic!("fixtures dir {} is required: {e}", fixtures_dir().display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Applies the response's JSON patch to the request's object, as the API server does.
+pub fn apply(review: &Value, response: &Value) -> Value {
+    let mut obj = review["request"]["object"].clone();
+    if let Some(p) = response["response"]["patch"].as_str() {
+        assert_eq!(response["response"]["patchType"], "JSONPatch");
+        let bytes = B64.decode(p).expect("patch is base64");
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&bytes).expect("patch is a JSON patch");
+        json_patch::patch(&mut obj, &patch.0).expect("patch applies to the request object");
+    }
+    obj
+}
+
+pub fn data(obj: &Value, key: &str) -> String {
+    let s = obj["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("data.{key} missing in {obj}"));
+    String::from_utf8(B64.decode(s).expect("base64")).expect("utf8")
+}
+
+pub fn annotations(obj: &Value) -> BTreeMap<String, String> {
+    obj["metadata"]["annotations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn warnings(resp: &Value) -> Vec<String> {
+    resp["response"]["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn addr_of(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
