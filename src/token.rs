@@ -77,7 +77,7 @@ pub enum TokenError {
     Expired { region: String, expired_at: String },
     #[error("ECR in {region} returned no usable token: {message}")]
     Malformed { region: String, message: String },
-    #[error("no ECR token for {key} within {after:?}")]
+    #[error("no ECR token for {key} within the request timeout ({}ms left)", after.as_millis())]
     Timeout { key: String, after: Duration },
     #[error("{last_error} (not retried for another {retry_in_seconds}s)")]
     BackingOff {

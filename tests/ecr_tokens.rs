@@ -1,0 +1,199 @@
+//! Token lifetimes, rotation and faults, through the real aws-sdk-ecr client against the test
+//! suite's own ECR endpoint on 127.0.0.1, and through the webhook over TLS.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use ecr_token_webhook::time::parse_rfc3339;
+use serde_json::Value;
+
+fn expires_at(after: &Value) -> SystemTime {
+    parse_rfc3339(&annotations(after)["ecr-token-webhook/expires-at"])
+        .expect("expires-at is RFC 3339")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ecr_call_for_100_concurrent_cold_requests() {
+    let h = Harness::start(Options::default()).await;
+    h.ecr.set_fault(Fault::Slow(Duration::from_millis(300)));
+    let review = fixture("argocd-repository-create-apply.json").to_string();
+    let requests = (0..100).map(|_| h.post(&review, "10s"));
+    let answers = futures::future::join_all(requests).await;
+    let mut passwords = std::collections::BTreeSet::new();
+    for (status, resp, text) in &answers {
+        assert_eq!(status.as_u16(), 200, "{text}");
+        let after = apply(&fixture("argocd-repository-create-apply.json"), resp);
+        passwords.insert(data(&after, "password"));
+    }
+    assert_eq!(h.ecr.calls(), 1, "100 cold requests share one ECR call");
+    assert_eq!(passwords.len(), 1);
+    assert_eq!(passwords.into_iter().next().unwrap(), FakeEcr::password(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_rotates_when_the_entry_ages_out() {
+    // 4 s tokens, 2 s margin (slack 0.2 s): an entry is handed out for 1.8 s.
+    let h = Harness::start(Options {
+        lifetime: Duration::from_secs(4),
+        margin: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    let review = fixture("argocd-repository-create-apply.json");
+    let (_, first, _) = h.post(&review.to_string(), "5s").await;
+    let first = apply(&review, &first);
+    let (_, again, _) = h.post(&review.to_string(), "5s").await;
+    assert_eq!(
+        data(&apply(&review, &again), "password"),
+        data(&first, "password")
+    );
+    assert_eq!(h.ecr.calls(), 1);
+    // A freshly written token always has more than the margin left.
+    let left = expires_at(&first)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(left > Duration::from_secs(2), "{left:?}");
+
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let (_, rotated, _) = h.post(&review.to_string(), "5s").await;
+    let rotated = apply(&review, &rotated);
+    assert_eq!(h.ecr.calls(), 2, "aged-out entry is fetched again");
+    assert_eq!(data(&rotated, "password"), FakeEcr::password(1));
+    assert!(
+        expires_at(&rotated) > expires_at(&first),
+        "expires-at moves forward"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_but_valid_token_is_served_during_an_outage_and_ecr_is_not_hammered() {
+    let h = Harness::start(Options {
+        lifetime: Duration::from_secs(6),
+        margin: Duration::from_secs(3),
+        backoff: Duration::from_secs(30),
+        ..Options::default()
+    })
+    .await;
+    let review = fixture("argocd-repository-create-apply.json");
+    let (_, first, _) = h.post(&review.to_string(), "5s").await;
+    let first = apply(&review, &first);
+
+    h.ecr.set_fault(Fault::ServerError);
+    tokio::time::sleep(Duration::from_millis(3000)).await; // past 6 - 3 - 0.3 s
+    let (_, resp, _) = h.post(&review.to_string(), "5s").await;
+    let after = apply(&review, &resp);
+    assert_eq!(resp["response"]["allowed"], true);
+    assert_eq!(
+        data(&after, "password"),
+        data(&first, "password"),
+        "last valid token written"
+    );
+    let w = warnings(&resp);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("ServerException") && w.contains("valid until")),
+        "{w:?}"
+    );
+    assert!(!annotations(&after).contains_key("ecr-token-webhook/error"));
+    let calls = h.ecr.calls();
+    assert!(calls >= 2, "ECR was asked again ({calls} calls)");
+
+    // Within the back-off, further requests do not call ECR.
+    for _ in 0..5 {
+        let (_, resp, _) = h.post(&review.to_string(), "5s").await;
+        assert_eq!(
+            data(&apply(&review, &resp), "password"),
+            data(&first, "password")
+        );
+    }
+    assert_eq!(h.ecr.calls(), calls, "no calls during back-off");
+    let m = h.metrics().await;
+    assert!(
+        m.contains("ecr_token_webhook_token_cache_lookups_total{result=\"stale\"} 6"),
+        "{m}"
+    );
+    assert!(m.contains("outcome=\"patched_stale\""), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_without_any_token() {
+    let h = Harness::start(Options::default()).await;
+    h.ecr.set_fault(Fault::Throttle);
+    let review = fixture("dockerconfigjson-create-mixed-registries.json");
+    let (_, resp, _) = h.post(&review.to_string(), "5s").await;
+    assert_eq!(resp["response"]["allowed"], true);
+    let after = apply(&review, &resp);
+    assert_eq!(
+        after["data"], review["request"]["object"]["data"],
+        "data unchanged"
+    );
+    let err = &annotations(&after)["ecr-token-webhook/error"];
+    assert!(err.contains("ThrottlingException: Rate exceeded"), "{err}");
+    assert!(err.contains("us-east-1"), "{err}");
+    let w = warnings(&resp);
+    assert!(w[0].starts_with("ecr-token-webhook: no ECR token"), "{w:?}");
+    // The SDK retried once (2 attempts), then the cache backed off.
+    assert_eq!(h.ecr.calls(), 2);
+    let (_, resp, _) = h.post(&review.to_string(), "5s").await;
+    assert!(
+        warnings(&resp)[0].contains("not retried for another"),
+        "{:?}",
+        warnings(&resp)
+    );
+    assert_eq!(h.ecr.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_ecr_answers_within_the_api_server_timeout_and_fills_the_cache_later() {
+    let h = Harness::start(Options::default()).await;
+    h.ecr.set_fault(Fault::Slow(Duration::from_millis(2500)));
+    let review = fixture("basic-auth-create.json");
+    let started = Instant::now();
+    let (_, resp, _) = h.post(&review.to_string(), "1s").await;
+    let took = started.elapsed();
+    // The answer did not wait for ECR (2.5 s): it came back within the request's timeout.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(resp["response"]["allowed"], true);
+    let err = &annotations(&apply(&review, &resp))["ecr-token-webhook/error"];
+    assert!(err.contains("no ECR token for us-east-1 within"), "{err}");
+
+    // The call went on in the background and filled the cache.
+    h.ecr.set_fault(Fault::None);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, resp, _) = h.post(&review.to_string(), "1s").await;
+    assert_eq!(
+        data(&apply(&review, &resp), "password"),
+        FakeEcr::password(0)
+    );
+    assert_eq!(h.ecr.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_never_injected() {
+    let h = Harness::start(Options {
+        lifetime: Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
+    let review = fixture("argocd-repository-create-apply.json");
+    let (_, resp, _) = h.post(&review.to_string(), "5s").await;
+    let after = apply(&review, &resp);
+    assert!(after["data"].get("password").is_none());
+    let err = &annotations(&after)["ecr-token-webhook/error"];
+    assert!(err.contains("returned a token that expired at"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_region_is_asked_with_its_own_signature_scope() {
+    let h = Harness::start(Options::default()).await;
+    let review = fixture("dockerconfigjson-create-without-data.json");
+    let (_, resp, _) = h.post(&review.to_string(), "5s").await;
+    let after = apply(&review, &resp);
+    let cfg: Value = serde_json::from_str(&data(&after, ".dockerconfigjson")).unwrap();
+    assert_eq!(cfg["auths"].as_object().unwrap().len(), 2);
+    let mut regions = h.ecr.regions();
+    regions.sort();
+    assert_eq!(regions, ["eu-central-1", "us-east-1"]);
+}
