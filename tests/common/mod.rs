@@ -229,6 +229,8 @@ pub struct Options {
     pub backoff: Duration,
     pub failure_mode: FailureMode,
     pub policy: Policy,
+    /// Another ECR endpoint (moto) instead of the test suite's own.
+    pub endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -239,6 +241,7 @@ impl Default for Options {
             backoff: Duration::from_secs(2),
             failure_mode: FailureMode::Open,
             policy: Policy::default(),
+            endpoint: None,
         }
     }
 }
@@ -272,7 +275,8 @@ impl Harness {
         install_crypto();
         let ecr = FakeEcr::start(opts.lifetime).await;
         let metrics = Arc::new(Metrics::default());
-        let source = Arc::new(EcrTokenSource::new(sdk_config(&ecr.url)));
+        let endpoint = opts.endpoint.clone().unwrap_or_else(|| ecr.url.clone());
+        let source = Arc::new(EcrTokenSource::new(sdk_config(&endpoint)));
         let cache = CacheConfig {
             refresh_margin: opts.margin,
             backoff: opts.backoff,

@@ -1,0 +1,253 @@
+//! The real binary: `serve --tls-self-signed`, configured through environment variables, with
+//! `AWS_ENDPOINT_URL_ECR` pointing aws-config's default chain at the test suite's ECR endpoint.
+//! SIGTERM stops it cleanly, and no token reaches its logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-token-webhook");
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ecr-token-webhook");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a JSON log line whose message is `message`.
+    fn wait_for(&mut self, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(line.clone());
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == message
+                {
+                    return v;
+                }
+            }
+        }
+        panic!(
+            "no {message:?} log line within 30s; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+    }
+}
+
+fn clean_aws_env(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_SESSION_TOKEN",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_with_env_config_and_stops_on_sigterm() {
+    install_crypto();
+    let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(BIN);
+    clean_aws_env(&mut cmd)
+        .arg("serve")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR", dir.path())
+        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES", "argocd,apps")
+        .env("AWS_ENDPOINT_URL_ECR", &ecr.url)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret");
+    let mut proc = Proc::spawn(&mut cmd);
+    let starting = proc.wait_for("starting");
+    assert!(
+        starting["policy"]
+            .as_str()
+            .unwrap()
+            .contains("namespaces=argocd,apps"),
+        "{starting}"
+    );
+    let serving = proc.wait_for("serving");
+    let addr = addr_of(serving["addr"].as_str().expect("addr"));
+    let metrics_addr = addr_of(serving["metrics_addr"].as_str().expect("metrics_addr"));
+
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).expect("self-signed CA written");
+    let client = https_client(&ca);
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let review = fixture("argocd-repository-create-apply.json");
+    let (status, resp, text) = post_review(&client, &base, &review.to_string(), "5s").await;
+    assert_eq!(status.as_u16(), 200, "{text}");
+    let after = apply(&review, &resp);
+    assert_eq!(
+        data(&after, "password"),
+        FakeEcr::password(0),
+        "token from AWS_ENDPOINT_URL_ECR"
+    );
+    assert_eq!(ecr.regions(), ["us-east-1"]);
+
+    let ready = reqwest::get(format!("http://{metrics_addr}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+
+    let pid = proc.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = proc.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not exit within 20s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    proc.drain();
+    let logs = proc.seen.join("\n");
+    assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
+    assert!(
+        !logs.contains("fake-token-"),
+        "a token reached the logs:\n{logs}"
+    );
+}
+
+#[test]
+fn binary_refuses_bad_configuration_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.crt");
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec!["serve".into()], 2, "--tls-cert-file"),
+        (
+            vec![
+                "serve".into(),
+                "--tls-self-signed".into(),
+                "--refresh-margin".into(),
+                "soon".into(),
+            ],
+            2,
+            "invalid duration",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--tls-cert-file".into(),
+                missing.display().to_string(),
+                "--tls-key-file".into(),
+                missing.display().to_string(),
+            ],
+            1,
+            "cannot read",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--tls-self-signed".into(),
+                "--allowed-registries".into(),
+                "a:b:c".into(),
+            ],
+            1,
+            "invalid registry pattern",
+        ),
+    ];
+    for (args, code, want) in cases {
+        let mut cmd = Command::new(BIN);
+        let out = clean_aws_env(&mut cmd)
+            .args(&args)
+            .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+            .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn certs_command_writes_a_ca_and_prints_the_bundle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["certs", "--out-dir"])
+        .arg(dir.path())
+        .args(["--service", "hook", "--namespace", "tools"])
+        .output()
+        .expect("run certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+    use base64::Engine;
+    let bundle = String::from_utf8(out.stdout).unwrap();
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(bundle.trim())
+        .expect("caBundle is base64");
+    assert_eq!(pem, std::fs::read(dir.path().join("ca.crt")).unwrap());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hook.tools.svc"));
+    install_crypto();
+    ecr_token_webhook::tls::load_files(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
+        .expect("the written pair loads");
+}
