@@ -90,6 +90,9 @@ pub struct ServeArgs {
         requires = "tls_cert_file"
     )]
     pub tls_key_file: Option<PathBuf>,
+    /// How often the TLS files are checked for a new certificate (cert-manager rotation).
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub tls_reload_interval: Duration,
     /// Generate a CA and a certificate for localhost at start (local runs only).
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
     pub tls_self_signed: bool,

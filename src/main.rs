@@ -83,6 +83,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let policy = args.policy()?;
     tracing::info!(policy = %policy.describe(), failure_mode = ?args.failure_mode,
         refresh_margin = ?args.refresh_margin, "starting");
+    let mut reloader = None;
     let tls_config = if args.tls_self_signed {
         let dir = args
             .tls_self_signed_dir
@@ -96,7 +97,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tls::server_config(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes(), "self-signed")
     } else {
         match (&args.tls_cert_file, &args.tls_key_file) {
-            (Some(cert), Some(key)) => tls::load_files(cert, key),
+            (Some(cert), Some(key)) => {
+                reloader = Some(tls::Reloader::new(cert, key));
+                tls::load_files(cert, key)
+            }
             _ => return Err("--tls-cert-file and --tls-key-file, or --tls-self-signed, are required".into()),
         }
     }
@@ -120,9 +124,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         addr: args.listen,
         metrics_addr: args.metrics_listen,
     };
-    let mut running = server::start(listen, tls_config, webhook, metrics, tokens)
+    let mut running = server::start(listen, tls_config, webhook, metrics.clone(), tokens)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(reloader) = reloader {
+        server::spawn_tls_reloader(
+            running.tls.clone(),
+            reloader,
+            args.tls_reload_interval,
+            metrics,
+        );
+    }
     running
         .wait(shutdown_signal())
         .await

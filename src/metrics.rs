@@ -44,6 +44,12 @@ pub struct Metrics {
     ecr_duration: Histogram,
     cache_lookups: Family<CacheLabels, Counter>,
     token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
+    tls_reloads: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -85,8 +91,15 @@ impl Default for Metrics {
             "Seconds until each cached token expires (negative once expired)",
             token_expiry.clone(),
         );
+        let tls_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Changes of the TLS certificate files: reloaded, or refused (the old pair stays)",
+            tls_reloads.clone(),
+        );
         Metrics {
             registry,
+            tls_reloads,
             admission_requests,
             admission_duration,
             ecr_requests,
@@ -128,6 +141,12 @@ impl Metrics {
     pub fn cache_lookup(&self, result: &'static str) {
         self.cache_lookups
             .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+
+    pub fn tls_reload(&self, outcome: &'static str) {
+        self.tls_reloads
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -200,6 +200,55 @@ pub async fn start(
     })
 }
 
+/// Polls the TLS files every `interval` and swaps a changed, valid pair into `tls`. Live
+/// connections keep the pair they started with; new handshakes get the new one.
+pub fn spawn_tls_reloader(
+    tls: RustlsConfig,
+    mut reloader: crate::tls::Reloader,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) -> JoinHandle<()> {
+    use crate::tls::Reload;
+    tokio::spawn(async move {
+        let mut last_refusal: Option<String> = None;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // File reads are small and rare, but keep them off the async workers anyway.
+            let (r, found) = match tokio::task::spawn_blocking(move || {
+                let out = reloader.poll();
+                (reloader, out)
+            })
+            .await
+            {
+                Ok((r, found)) => (r, found),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reloader failed; the current certificate stays in service");
+                    return;
+                }
+            };
+            reloader = r;
+            match found {
+                Reload::Unchanged => {}
+                Reload::Reloaded(config) => {
+                    tls.reload_from_config(config);
+                    last_refusal = None;
+                    metrics.tls_reload("reloaded");
+                    tracing::info!("reloaded TLS certificate");
+                }
+                Reload::Refused(why) => {
+                    if last_refusal.as_deref() != Some(why.as_str()) {
+                        metrics.tls_reload("refused");
+                        tracing::warn!(error = %why, "new TLS files refused; the current certificate stays in service");
+                        last_refusal = Some(why);
+                    }
+                }
+            }
+        }
+    })
+}
+
 impl Running {
     /// Waits until a server task ends on its own (which is a failure) or `signal` fires.
     /// Returns whether the signal fired.

@@ -194,6 +194,60 @@ fn write_file(path: &Path, content: &[u8], private: bool) -> std::io::Result<()>
     f.write_all(content)
 }
 
+/// Keeps a served TLS pair in step with its files. cert-manager rotates a mounted Secret by
+/// swapping the kubelet's `..data` symlink, which file watches miss, so the files are polled and
+/// compared byte for byte. A pair that does not load (half-written, mismatched) is refused with
+/// a log line and the pair in service stays; it is tried again at the next change.
+pub struct Reloader {
+    cert: PathBuf,
+    key: PathBuf,
+    last: (Vec<u8>, Vec<u8>),
+}
+
+/// What one poll found.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    Reloaded(Arc<rustls::ServerConfig>),
+    Refused(String),
+}
+
+impl Reloader {
+    /// Starts from the pair currently in service (as read at start-up).
+    pub fn new(cert: &Path, key: &Path) -> Self {
+        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+        Reloader {
+            last: (read(cert), read(key)),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }
+    }
+
+    /// Reads both files; returns a new server config when they changed and form a valid pair.
+    pub fn poll(&mut self) -> Reload {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| TlsError::Read {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let pair = match read(&self.cert).and_then(|c| Ok((c, read(&self.key)?))) {
+            Ok(pair) => pair,
+            Err(e) => return Reload::Refused(e.to_string()),
+        };
+        if pair == self.last {
+            return Reload::Unchanged;
+        }
+        let result = server_config(&pair.0, &pair.1, &self.cert.display().to_string());
+        // Remember what was seen either way: a refused pair is logged once, not every poll.
+        self.last = pair;
+        match result {
+            Ok(config) => Reload::Reloaded(config),
+            Err(e) => Reload::Refused(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

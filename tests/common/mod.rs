@@ -248,6 +248,7 @@ impl Default for Options {
 
 /// The webhook on 127.0.0.1 (ephemeral ports) over TLS, in front of a fake ECR.
 pub struct Harness {
+    pub metrics: Arc<Metrics>,
     pub ecr: FakeEcr,
     pub running: Running,
     pub client: reqwest::Client,
@@ -273,6 +274,24 @@ pub fn https_client(ca_pem: &str) -> reqwest::Client {
 impl Harness {
     pub async fn start(opts: Options) -> Harness {
         install_crypto();
+        let certs = tls::generate(
+            &["localhost".into(), "127.0.0.1".into()],
+            Duration::from_secs(3600),
+        )
+        .expect("certs");
+        let tls_config =
+            tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes(), "test")
+                .expect("tls config");
+        Harness::start_with_tls(opts, tls_config, &certs.ca_cert_pem).await
+    }
+
+    /// Like [`Harness::start`], serving `tls_config`; the client trusts `ca_pem`.
+    pub async fn start_with_tls(
+        opts: Options,
+        tls_config: Arc<rustls::ServerConfig>,
+        ca_pem: &str,
+    ) -> Harness {
+        install_crypto();
         let ecr = FakeEcr::start(opts.lifetime).await;
         let metrics = Arc::new(Metrics::default());
         let endpoint = opts.endpoint.clone().unwrap_or_else(|| ecr.url.clone());
@@ -289,26 +308,19 @@ impl Harness {
             opts.failure_mode,
             metrics.clone(),
         ));
-        let certs = tls::generate(
-            &["localhost".into(), "127.0.0.1".into()],
-            Duration::from_secs(3600),
-        )
-        .expect("certs");
-        let tls_config =
-            tls::server_config(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes(), "test")
-                .expect("tls config");
         let listen = Listen {
             addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
         };
-        let running = server::start(listen, tls_config, webhook, metrics, tokens)
+        let running = server::start(listen, tls_config, webhook, metrics.clone(), tokens)
             .await
             .expect("start webhook");
         Harness {
-            client: https_client(&certs.ca_cert_pem),
+            metrics,
+            client: https_client(ca_pem),
             base: format!("https://127.0.0.1:{}", running.addr.port()),
             metrics_base: format!("http://127.0.0.1:{}", running.metrics_addr.port()),
-            ca_pem: certs.ca_cert_pem,
+            ca_pem: ca_pem.to_string(),
             ecr,
             running,
         }
