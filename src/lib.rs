@@ -10,6 +10,7 @@ pub mod cli;
 pub mod ecr;
 pub mod metrics;
 pub mod policy;
+pub mod refresh;
 pub mod registry;
 pub mod secret;
 pub mod server;
