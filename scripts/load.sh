@@ -20,7 +20,7 @@ ecr_port=$(free_port); port=$(free_port); mport=$(free_port)
 python3 scripts/load/fake_ecr.py "$ecr_port" & pids+=($!)
 
 AWS_ENDPOINT_URL_ECR="http://127.0.0.1:$ecr_port" AWS_ACCESS_KEY_ID=AKIDLOAD AWS_SECRET_ACCESS_KEY=load \
-AWS_EC2_METADATA_DISABLED=true ECR_TOKEN_WEBHOOK_LOG_LEVEL=warn \
+AWS_EC2_METADATA_DISABLED=true ECR_TOKEN_WEBHOOK_LOG_LEVEL=warn ECR_TOKEN_WEBHOOK_REFRESHER=false \
   "$bin" serve --tls-self-signed --tls-self-signed-dir "$work/tls" \
   --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" 2>"$work/log" & pids+=($!)
 server=$!

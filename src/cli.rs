@@ -136,6 +136,38 @@ pub struct ServeArgs {
     /// First pause after a failed ECR call before ECR is asked again (doubles up to 1m).
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_ECR_BACKOFF", default_value = "2s", value_parser = duration)]
     pub ecr_backoff: Duration,
+    /// Run the refresher, which touches opted-in secrets before their tokens expire.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_REFRESHER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub refresher: bool,
+    /// Time between refresher passes over the opted-in secrets.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_REFRESH_INTERVAL", default_value = "1m", value_parser = duration)]
+    pub refresh_interval: Duration,
+    /// Touches per second, at most (spread with jitter).
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_TOUCH_QPS", default_value_t = 5.0)]
+    pub touch_qps: f64,
+    /// Only the holder of a Lease touches secrets. Default: on in a cluster, off outside.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_LEADER_ELECTION", action = clap::ArgAction::Set)]
+    pub leader_election: Option<bool>,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_LEASE_NAME",
+        default_value = "ecr-token-webhook"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease. Default: the pod's namespace (POD_NAMESPACE or the service
+    /// account's), else `default`.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a Lease is honoured without renewal.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// A leader that cannot renew for this long stops touching.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = duration)]
+    pub lease_renew_deadline: Duration,
+    /// How often candidates try to acquire or renew the Lease.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
+    pub lease_retry_period: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE", default_value = "15s", value_parser = duration)]
     pub shutdown_grace: Duration,

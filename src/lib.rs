@@ -8,9 +8,11 @@
 pub mod admission;
 pub mod cli;
 pub mod ecr;
+pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod refresh;
+pub mod refresher;
 pub mod registry;
 pub mod secret;
 pub mod server;

@@ -7,10 +7,15 @@ use clap::Parser;
 use ecr_token_webhook::admission::Webhook;
 use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogArgs, LogFormat, ServeArgs};
 use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
+use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::metrics::Metrics;
+use ecr_token_webhook::policy::Policy;
+use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
 use ecr_token_webhook::server::{self, Listen};
 use ecr_token_webhook::tls;
 use ecr_token_webhook::token::{CacheConfig, TokenCache};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 fn main() -> ExitCode {
     // kube and the AWS SDK could each bring a crypto provider; pick one before any TLS is set up.
@@ -81,6 +86,7 @@ fn certs(args: &CertsArgs) -> Result<(), String> {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let policy = args.policy()?;
+    let policy_for_refresher = policy.clone();
     tracing::info!(policy = %policy.describe(), failure_mode = ?args.failure_mode,
         refresh_margin = ?args.refresh_margin, "starting");
     let mut reloader = None;
@@ -132,20 +138,114 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             running.tls.clone(),
             reloader,
             args.tls_reload_interval,
-            metrics,
+            metrics.clone(),
         );
     }
-    running
-        .wait(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (stop, stopped) = watch::channel(false);
+    let mut background = if args.refresher {
+        start_refresher(&args, policy_for_refresher, metrics, stopped).await
+    } else {
+        tracing::info!("refresher off (--refresher=false)");
+        None
+    };
+    let waited = match background.as_mut() {
+        Some(task) => tokio::select! {
+            r = running.wait(shutdown_signal()) => r.map_err(|e| e.to_string()),
+            r = task => Err(format!("refresher stopped unexpectedly: {r:?}")),
+        },
+        None => running
+            .wait(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    // Stop touching and give the lease up first, then drain admission requests.
+    let _ = stop.send(true);
     tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing in-flight requests");
-    running
+    let drained = running
         .shutdown(args.shutdown_grace)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string());
+    if let Some(task) = background {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
+    waited?;
+    drained?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the refresher (and leader election) if a cluster is configured. Without one the
+/// webhook keeps serving and says why there is no refresher.
+async fn start_refresher(
+    args: &ServeArgs,
+    policy: Policy,
+    metrics: Arc<Metrics>,
+    stopped: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let config = match kube::Config::infer().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "refresher off: no Kubernetes configuration (in-cluster or kubeconfig); the webhook keeps serving");
+            return None;
+        }
+    };
+    let default_namespace = config.default_namespace.clone();
+    let client = match kube::Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "refresher off: cannot build a Kubernetes client; the webhook keeps serving");
+            return None;
+        }
+    };
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let (leading_tx, leading) = watch::channel(false);
+    let elector = if args.leader_election.unwrap_or(in_cluster) {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or(default_namespace);
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "ecr-token-webhook".into());
+        let identity = format!("{identity}_{}", std::process::id());
+        let lease = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace,
+            identity,
+            lease_duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline,
+            retry_period: args.lease_retry_period,
+        };
+        tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "leader election on");
+        Some(tokio::spawn(Elector::new(client.clone(), lease).run(
+            leading_tx,
+            stopped.clone(),
+            metrics.clone(),
+        )))
+    } else {
+        tracing::info!("leader election off: this replica touches secrets");
+        let _ = leading_tx.send(true);
+        metrics.set_leader(true);
+        None
+    };
+    let cfg = RefresherConfig {
+        interval: args.refresh_interval,
+        margin: args.refresh_margin,
+        touch_qps: args.touch_qps,
+        page_size: 500,
+        spread_window: RefresherConfig::default_spread(args.refresh_margin),
+        retry_base: std::time::Duration::from_secs(10),
+        retry_max: std::time::Duration::from_secs(600),
+        policy,
+    };
+    let refresher = Refresher::new(client, cfg, metrics);
+    Some(tokio::spawn(async move {
+        refresher.run(leading, stopped).await;
+        if let Some(e) = elector {
+            let _ = e.await;
+        }
+    }))
 }
 
 async fn shutdown_signal() {

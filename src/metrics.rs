@@ -45,6 +45,12 @@ pub struct Metrics {
     cache_lookups: Family<CacheLabels, Counter>,
     token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     tls_reloads: Family<OutcomeLabels, Counter>,
+    touches: Family<OutcomeLabels, Counter>,
+    secrets_seen: Gauge,
+    secrets_due: Gauge,
+    earliest_expiry: Gauge<f64, AtomicU64>,
+    last_pass: Gauge<f64, AtomicU64>,
+    leader: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,8 +103,50 @@ impl Default for Metrics {
             "Changes of the TLS certificate files: reloaded, or refused (the old pair stays)",
             tls_reloads.clone(),
         );
+        let touches = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "refresh_touches",
+            "Refresher touches by outcome: took, did_not_take, gone, conflict, forbidden, error",
+            touches.clone(),
+        );
+        let secrets_seen = Gauge::default();
+        registry.register(
+            "refresh_secrets_seen",
+            "Opted-in secrets in allowed namespaces at the last complete pass",
+            secrets_seen.clone(),
+        );
+        let secrets_due = Gauge::default();
+        registry.register(
+            "refresh_secrets_due",
+            "Secrets due for a touch at the last complete pass",
+            secrets_due.clone(),
+        );
+        let earliest_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "refresh_earliest_expiry_seconds",
+            "Seconds from the last pass until the earliest expires-at among opted-in secrets",
+            earliest_expiry.clone(),
+        );
+        let last_pass = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "refresh_last_pass_timestamp_seconds",
+            "Unix time of the last complete refresher pass",
+            last_pass.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the refresher lease",
+            leader.clone(),
+        );
         Metrics {
             registry,
+            touches,
+            secrets_seen,
+            secrets_due,
+            earliest_expiry,
+            last_pass,
+            leader,
             tls_reloads,
             admission_requests,
             admission_duration,
@@ -142,6 +190,27 @@ impl Metrics {
         self.cache_lookups
             .get_or_create(&CacheLabels { result })
             .inc();
+    }
+
+    pub fn touch(&self, outcome: &'static str) {
+        self.touches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Records a complete pass: secrets seen and due, the earliest expiry, and when.
+    pub fn pass(&self, seen: usize, due: usize, earliest_expiry: Option<f64>) {
+        self.secrets_seen.set(seen as i64);
+        self.secrets_due.set(due as i64);
+        if let Some(e) = earliest_expiry {
+            self.earliest_expiry.set(e);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_pass.set(now.as_secs_f64());
     }
 
     pub fn tls_reload(&self, outcome: &'static str) {

@@ -88,6 +88,10 @@ fn clean_aws_env(cmd: &mut Command) -> &mut Command {
     ] {
         cmd.env_remove(var);
     }
+    // No cluster either: the refresher must say so while the webhook keeps serving.
+    cmd.env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig");
     cmd.env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
         .env(
@@ -165,6 +169,10 @@ async fn binary_serves_with_env_config_and_stops_on_sigterm() {
     proc.drain();
     let logs = proc.seen.join("\n");
     assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
+    assert!(
+        logs.contains("refresher off: no Kubernetes configuration"),
+        "{logs}"
+    );
     assert!(
         !logs.contains("fake-token-"),
         "a token reached the logs:\n{logs}"

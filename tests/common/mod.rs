@@ -2,6 +2,8 @@
 //! webhook served in-process over real TLS, and a real HTTPS client.
 #![allow(dead_code)]
 
+pub mod fake_kube;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

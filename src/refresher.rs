@@ -1,0 +1,370 @@
+//! The refresher: finds opted-in secrets whose token is due and "touches" each one (a merge
+//! patch of `touched-at`), so the API server sends it through the webhook again. Only metadata
+//! is read and returned (`PartialObjectMetadata`): the refresher never loads a secret's data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::{Client, Error};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::refresh::{self, Due};
+use crate::secret::INJECT_LABEL;
+use crate::time::{parse_rfc3339, rfc3339};
+
+#[derive(Clone, Debug)]
+pub struct RefresherConfig {
+    /// Time between passes.
+    pub interval: Duration,
+    /// Secrets whose token has less than this left are touched.
+    pub margin: Duration,
+    /// Touches per second, at most.
+    pub touch_qps: f64,
+    /// Secrets listed per page.
+    pub page_size: u32,
+    /// Secrets are due somewhere in (margin − window, margin] before expiry, each at its own
+    /// point, so secrets sharing one token are not touched together.
+    pub spread_window: Duration,
+    /// Back-off for a secret whose touch did not take: first retry, and the most.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Namespaces outside the policy are not touched.
+    pub policy: Policy,
+}
+
+impl RefresherConfig {
+    /// A window of a quarter of the margin, at most an hour.
+    pub fn default_spread(margin: Duration) -> Duration {
+        (margin / 4).min(Duration::from_secs(3600))
+    }
+}
+
+/// How a touch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    Took,
+    DidNotTake,
+    Gone,
+    Conflict,
+    Forbidden,
+    Error,
+}
+
+impl Touch {
+    fn label(self) -> &'static str {
+        match self {
+            Touch::Took => "took",
+            Touch::DidNotTake => "did_not_take",
+            Touch::Gone => "gone",
+            Touch::Conflict => "conflict",
+            Touch::Forbidden => "forbidden",
+            Touch::Error => "error",
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassStats {
+    pub pages: usize,
+    pub seen: usize,
+    pub due: usize,
+    pub touched: usize,
+    pub took: usize,
+    pub failed: usize,
+    pub skipped_backoff: usize,
+}
+
+struct Failure {
+    count: u32,
+    retry_at: Instant,
+}
+
+/// Spaces touches at `qps` with ±50 % jitter.
+struct Pacer {
+    period: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new(qps: f64) -> Self {
+        let qps = if qps.is_finite() && qps > 0.0 {
+            qps
+        } else {
+            1.0
+        };
+        Pacer {
+            period: Duration::from_secs_f64(1.0 / qps),
+            next: tokio::time::Instant::now(),
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep_until(self.next).await;
+        let jitter = 0.5 + jitter_fraction();
+        self.next = tokio::time::Instant::now().max(self.next) + self.period.mul_f64(jitter);
+    }
+}
+
+/// A cheap random fraction in [0, 1): the jitter needs no cryptographic quality.
+fn jitter_fraction() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(Instant::now()) % 1_000_000) as f64 / 1_000_000.0
+}
+
+pub struct Refresher {
+    client: Client,
+    cfg: RefresherConfig,
+    metrics: Arc<Metrics>,
+    failures: HashMap<String, Failure>,
+}
+
+impl Refresher {
+    pub fn new(client: Client, cfg: RefresherConfig, metrics: Arc<Metrics>) -> Self {
+        Refresher {
+            client,
+            cfg,
+            metrics,
+            failures: HashMap::new(),
+        }
+    }
+
+    /// One pass over every opted-in secret: list (paginated), decide, touch the due ones.
+    pub async fn pass(&mut self) -> Result<PassStats, Error> {
+        let api: Api<Secret> = Api::all(self.client.clone());
+        let selector = format!("{INJECT_LABEL}=true");
+        let mut stats = PassStats::default();
+        let mut due_list = Vec::new();
+        let mut earliest: Option<SystemTime> = None;
+        let now = SystemTime::now();
+        let mut continue_token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default()
+                .labels(&selector)
+                .limit(self.cfg.page_size);
+            lp = match &continue_token {
+                Some(token) => lp.continue_token(token),
+                // The first page may come from the API server's cache: a slightly stale view
+                // delays a touch by one pass at most, and the touch itself is a real write.
+                None => lp.match_any(),
+            };
+            let page = api.list_metadata(&lp).await?;
+            stats.pages += 1;
+            for item in &page.items {
+                let meta = &item.metadata;
+                let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref())
+                else {
+                    continue;
+                };
+                if self.cfg.policy.check_namespace(ns).is_err() {
+                    continue;
+                }
+                stats.seen += 1;
+                let annotations = meta.annotations.as_ref();
+                if let Some(t) = annotations
+                    .and_then(|a| a.get(crate::secret::EXPIRES_AT_ANNOTATION))
+                    .and_then(|v| parse_rfc3339(v))
+                {
+                    earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                }
+                let uid = meta.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
+                let offset = refresh::spread(&uid, self.cfg.spread_window);
+                let due = refresh::due(annotations, now, self.cfg.margin.saturating_sub(offset));
+                if due.is_due() {
+                    stats.due += 1;
+                    due_list.push((ns.to_string(), name.to_string(), uid, due));
+                }
+            }
+            continue_token = page.metadata.continue_.filter(|c| !c.is_empty());
+            if continue_token.is_none() {
+                break;
+            }
+        }
+
+        let mut pacer = Pacer::new(self.cfg.touch_qps);
+        for (ns, name, uid, due) in due_list {
+            if let Some(f) = self.failures.get(&uid)
+                && f.retry_at > Instant::now()
+            {
+                stats.skipped_backoff += 1;
+                continue;
+            }
+            pacer.wait().await;
+            let outcome = self.touch(&ns, &name, &due).await;
+            stats.touched += 1;
+            self.metrics.touch(outcome.label());
+            match outcome {
+                Touch::Took | Touch::Gone => {
+                    if outcome == Touch::Took {
+                        stats.took += 1;
+                    }
+                    self.failures.remove(&uid);
+                }
+                // Changed underneath: the next pass sees the new version.
+                Touch::Conflict => {}
+                Touch::DidNotTake | Touch::Forbidden | Touch::Error => {
+                    stats.failed += 1;
+                    let f = self.failures.entry(uid).or_insert(Failure {
+                        count: 0,
+                        retry_at: Instant::now(),
+                    });
+                    f.count += 1;
+                    f.retry_at = Instant::now()
+                        + refresh::retry_after(
+                            f.count,
+                            self.cfg.retry_base,
+                            self.cfg.retry_max,
+                            jitter_fraction(),
+                        );
+                }
+            }
+        }
+        let earliest = earliest.map(|t| match t.duration_since(SystemTime::now()) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        });
+        self.metrics.pass(stats.seen, stats.due, earliest);
+        Ok(stats)
+    }
+
+    async fn touch(&self, ns: &str, name: &str, due: &Due) -> Touch {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let now = SystemTime::now();
+        let patch = Patch::Merge(refresh::touch_patch(now));
+        match api
+            .patch_metadata(name, &PatchParams::default(), &patch)
+            .await
+        {
+            Ok(PartialObjectMeta { metadata, .. }) => {
+                if refresh::touch_took(metadata.annotations.as_ref(), now, self.cfg.margin) {
+                    tracing::debug!(namespace = ns, name, reason = due.metric_label(), "touched");
+                    Touch::Took
+                } else {
+                    let why = metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(crate::secret::ERROR_ANNOTATION))
+                        .map_or_else(
+                            || "the webhook did not mutate it (unreachable, or the API server skipped it)".to_string(),
+                            |e| format!("the webhook refused: {e}"),
+                        );
+                    tracing::warn!(namespace = ns, name, reason = %why, "touch did not refresh the token");
+                    self.event(ns, name, &metadata, &why).await;
+                    Touch::DidNotTake
+                }
+            }
+            Err(Error::Api(s)) if s.code == 404 => Touch::Gone,
+            Err(Error::Api(s)) if s.code == 409 => Touch::Conflict,
+            Err(Error::Api(s)) if s.code == 403 => {
+                tracing::warn!(namespace = ns, name, message = %s.message, "touch forbidden: check the ClusterRole grants patch on secrets");
+                Touch::Forbidden
+            }
+            Err(e) => {
+                tracing::warn!(namespace = ns, name, error = %e, "touch failed");
+                Touch::Error
+            }
+        }
+    }
+
+    /// A Warning Event on the secret, so `kubectl describe secret` shows why it was not refreshed.
+    async fn event(&self, ns: &str, name: &str, meta: &ObjectMeta, message: &str) {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        let now = Time(Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{name}.")),
+                namespace: Some(ns.to_string()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: Some(name.to_string()),
+                namespace: Some(ns.to_string()),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
+                ..ObjectReference::default()
+            },
+            reason: Some("TokenNotRefreshed".into()),
+            message: Some(format!(
+                "touch at {} did not refresh the ECR token: {message}",
+                rfc3339(SystemTime::now())
+            )),
+            type_: Some("Warning".into()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            reporting_component: Some("ecr-token-webhook".into()),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some("ecr-token-webhook".into()),
+                ..Default::default()
+            }),
+            ..Event::default()
+        };
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(namespace = ns, name, error = %e, "could not record an Event");
+        }
+    }
+
+    /// Earliest moment a backed-off secret may be retried.
+    fn next_retry(&self) -> Option<Instant> {
+        self.failures.values().map(|f| f.retry_at).min()
+    }
+
+    /// Passes every interval while `leading` is true, until `shutdown` turns true. Retries of
+    /// failed touches wake it earlier (not more often than once a second).
+    pub async fn run(
+        mut self,
+        mut leading: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if *leading.borrow() {
+                let started = Instant::now();
+                match self.pass().await {
+                    Ok(s) => tracing::info!(
+                        seen = s.seen,
+                        due = s.due,
+                        touched = s.touched,
+                        took = s.took,
+                        failed = s.failed,
+                        pages = s.pages,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "refresh pass"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refresh pass failed: cannot list secrets; the webhook keeps serving")
+                    }
+                }
+            }
+            let mut sleep = self.cfg.interval;
+            if let Some(r) = self.next_retry() {
+                sleep = sleep.min(
+                    r.saturating_duration_since(Instant::now())
+                        .max(Duration::from_secs(1)),
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                // A dropped sender means leadership no longer changes: just sleep.
+                _ = async {
+                    if leading.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The refresher against the test suite's Kubernetes API server (tests/common/fake_kube.rs),
+//! which sends each write of an opted-in Secret through the real webhook over TLS, in front of
+//! the test suite's ECR endpoint.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::fake_kube::FakeKube;
+use common::*;
+use ecr_token_webhook::leader::{Elector, LeaseConfig};
+use ecr_token_webhook::metrics::Metrics;
+use ecr_token_webhook::policy::Policy;
+use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
+use ecr_token_webhook::time::{parse_rfc3339, rfc3339};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const MARGIN: Duration = Duration::from_secs(6 * 3600);
+
+fn argo(name: &str, ns: &str, expires_in: Option<Duration>, opted_in: bool) -> Value {
+    let mut labels = json!({"argocd.argoproj.io/secret-type": "repository"});
+    if opted_in {
+        labels["ecr-token-webhook/inject"] = json!("true");
+    }
+    let mut annotations = json!({});
+    if let Some(d) = expires_in {
+        annotations["ecr-token-webhook/expires-at"] = json!(rfc3339(SystemTime::now() + d));
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
+        "data": {"url": "MTIzNDU2Nzg5MDEyLmRrci5lY3IudXMtZWFzdC0xLmFtYXpvbmF3cy5jb20=", "type": "aGVsbQ=="},
+    })
+}
+
+fn config() -> RefresherConfig {
+    RefresherConfig {
+        interval: Duration::from_millis(200),
+        margin: MARGIN,
+        touch_qps: 200.0,
+        page_size: 500,
+        spread_window: Duration::ZERO,
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_millis(400),
+        policy: Policy::default(),
+    }
+}
+
+struct Setup {
+    h: Harness,
+    kube: FakeKube,
+    metrics: Arc<Metrics>,
+}
+
+async fn setup() -> Setup {
+    let h = Harness::start(Options::default()).await;
+    let kube = FakeKube::start(Some(h.base.clone()), https_client(&h.ca_pem)).await;
+    Setup {
+        h,
+        kube,
+        metrics: Arc::new(Metrics::default()),
+    }
+}
+
+impl Setup {
+    fn refresher(&self, cfg: RefresherConfig) -> Refresher {
+        Refresher::new(self.kube.client(), cfg, self.metrics.clone())
+    }
+
+    fn expires(&self, ns: &str, name: &str) -> Option<SystemTime> {
+        let s = self.kube.secret(ns, name)?;
+        parse_rfc3339(s["metadata"]["annotations"]["ecr-token-webhook/expires-at"].as_str()?)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_secrets_are_touched_and_others_left_alone() {
+    let s = setup().await;
+    s.kube.seed(argo(
+        "fresh",
+        "argocd",
+        Some(Duration::from_secs(11 * 3600)),
+        true,
+    ));
+    s.kube.seed(argo(
+        "expiring",
+        "argocd",
+        Some(Duration::from_secs(3600)),
+        true,
+    ));
+    s.kube
+        .seed(argo("expired", "apps", Some(Duration::ZERO), true));
+    // Created while the webhook was down: no token, no expires-at.
+    s.kube.seed(argo("never-injected", "apps", None, true));
+    s.kube.seed(argo("not-opted-in", "apps", None, false));
+    let mut unreadable = argo("unreadable", "apps", None, true);
+    unreadable["metadata"]["annotations"]["ecr-token-webhook/expires-at"] = json!("soon");
+    s.kube.seed(unreadable);
+
+    let stats = s.refresher(config()).pass().await.expect("pass");
+    assert_eq!(
+        (stats.seen, stats.due, stats.took, stats.failed),
+        (5, 4, 4, 0),
+        "{stats:?}"
+    );
+    let horizon = SystemTime::now() + MARGIN;
+    for (ns, name) in [
+        ("argocd", "expiring"),
+        ("apps", "expired"),
+        ("apps", "never-injected"),
+        ("apps", "unreadable"),
+    ] {
+        let secret = s.kube.secret(ns, name).unwrap();
+        assert!(s.expires(ns, name).unwrap() > horizon, "{name} refreshed");
+        assert_eq!(data(&secret, "username"), "AWS", "{name}");
+        assert!(secret["metadata"]["annotations"]["ecr-token-webhook/touched-at"].is_string());
+    }
+    for (ns, name) in [("argocd", "fresh"), ("apps", "not-opted-in")] {
+        let secret = s.kube.secret(ns, name).unwrap();
+        assert!(
+            secret["metadata"]["annotations"]
+                .get("ecr-token-webhook/touched-at")
+                .is_none(),
+            "{name}"
+        );
+    }
+    // All four got the one cached token: one ECR call.
+    assert_eq!(s.h.ecr.calls(), 1);
+
+    // Second pass: nothing due any more.
+    let stats = s.refresher(config()).pass().await.unwrap();
+    assert_eq!((stats.seen, stats.due, stats.touched), (5, 0, 0));
+    let m = s.metrics.render(&[]);
+    for want in [
+        "ecr_token_webhook_refresh_touches_total{outcome=\"took\"} 4",
+        "ecr_token_webhook_refresh_secrets_seen 5",
+        "ecr_token_webhook_refresh_secrets_due 0",
+        "ecr_token_webhook_refresh_last_pass_timestamp_seconds",
+        "ecr_token_webhook_refresh_earliest_expiry_seconds",
+    ] {
+        assert!(m.contains(want), "missing {want}\n{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_touch_that_did_not_take_is_reported_and_retried() {
+    let s = setup().await;
+    s.kube.seed(argo("repo", "argocd", None, true));
+    // The webhook is unreachable: the API server lets the touch through unmutated.
+    s.kube.set_webhook(Some("https://127.0.0.1:9".into()));
+    let mut r = s.refresher(config());
+    let stats = r.pass().await.unwrap();
+    assert_eq!((stats.due, stats.took, stats.failed), (1, 0, 1));
+    assert!(s.expires("argocd", "repo").is_none());
+    let events = s.kube.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["reason"], "TokenNotRefreshed");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["involvedObject"]["name"], "repo");
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not mutate it")
+    );
+
+    // Within the back-off the secret is skipped.
+    let stats = r.pass().await.unwrap();
+    assert_eq!((stats.skipped_backoff, stats.touched), (1, 0));
+
+    // The webhook is back: the retry after the back-off succeeds.
+    s.kube.set_webhook(Some(s.h.base.clone()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let stats = r.pass().await.unwrap();
+    assert_eq!((stats.touched, stats.took), (1, 1), "{stats:?}");
+    assert!(s.expires("argocd", "repo").unwrap() > SystemTime::now() + MARGIN);
+    let m = s.metrics.render(&[]);
+    assert!(
+        m.contains("ecr_token_webhook_refresh_touches_total{outcome=\"did_not_take\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_refuses_is_named_in_the_event() {
+    let s = setup().await;
+    s.kube.seed(argo("repo", "argocd", None, true));
+    s.h.ecr.set_fault(Fault::ServerError);
+    let stats = s.refresher(config()).pass().await.unwrap();
+    assert_eq!(stats.failed, 1);
+    let msg = s.kube.events()[0]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("the webhook refused") && msg.contains("ServerException"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_and_gone_are_told_apart() {
+    let s = setup().await;
+    s.kube.seed(argo("forbidden", "apps", None, true));
+    s.kube.seed(argo("deleted", "apps", None, true));
+    s.kube.set_patch_fault("apps", "forbidden", 403);
+    s.kube.set_patch_fault("apps", "deleted", 404);
+    let stats = s.refresher(config()).pass().await.unwrap();
+    assert_eq!(
+        (stats.touched, stats.failed),
+        (2, 1),
+        "404 is not an error: {stats:?}"
+    );
+    let m = s.metrics.render(&[]);
+    assert!(
+        m.contains("ecr_token_webhook_refresh_touches_total{outcome=\"forbidden\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ecr_token_webhook_refresh_touches_total{outcome=\"gone\"} 1"),
+        "{m}"
+    );
+    assert!(s.kube.events().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_outside_the_policy_are_not_touched() {
+    let s = setup().await;
+    s.kube.seed(argo("a", "argocd", None, true));
+    s.kube.seed(argo("b", "kube-system", None, true));
+    let mut cfg = config();
+    cfg.policy.namespaces = vec![ecr_token_webhook::policy::Pattern::new("argocd")];
+    let stats = s.refresher(cfg).pass().await.unwrap();
+    assert_eq!((stats.seen, stats.took), (1, 1));
+    assert!(s.expires("kube-system", "b").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_secrets_are_paged_and_touches_are_paced() {
+    let s = setup().await;
+    for i in 0..5000 {
+        // 100 need a token; the rest are fresh.
+        let expires = if i % 50 == 0 {
+            None
+        } else {
+            Some(Duration::from_secs(11 * 3600))
+        };
+        s.kube.seed(argo(
+            &format!("s{i:05}"),
+            &format!("ns{}", i % 7),
+            expires,
+            true,
+        ));
+    }
+    let mut cfg = config();
+    cfg.touch_qps = 200.0;
+    let stats = s.refresher(cfg).pass().await.unwrap();
+    assert_eq!(
+        (stats.seen, stats.due, stats.took),
+        (5000, 100, 100),
+        "{stats:?}"
+    );
+    assert_eq!(stats.pages, 10);
+    assert_eq!(s.kube.lists(), 10, "500 per page");
+    // 100 touches at 200/s with ±50 % jitter cannot take less than 99 × 2.5 ms.
+    let patches = s.kube.patches();
+    assert_eq!(patches.len(), 100);
+    let span = patches.last().unwrap().2 - patches.first().unwrap().2;
+    assert!(
+        span >= Duration::from_millis(247),
+        "touches were not paced: {span:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_loop_touches_only_while_leading() {
+    let s = setup().await;
+    s.kube.seed(argo("repo", "argocd", None, true));
+    let (lead_tx, lead_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(s.refresher(config()).run(lead_rx, stop_rx));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(s.kube.patches().is_empty(), "a follower does not touch");
+    lead_tx.send(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.expires("argocd", "repo").is_none() {
+        assert!(Instant::now() < deadline, "leader touched within 5s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .unwrap();
+}
+
+fn lease(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        name: "ecr-token-webhook".into(),
+        namespace: "ecr-token-webhook".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(100),
+    }
+}
+
+struct Candidate {
+    leading: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn candidate(kube: &FakeKube, identity: &str) -> Candidate {
+    let (tx, leading) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
+    let elector = Elector::new(kube.client(), lease(identity));
+    let task = tokio::spawn(elector.run(tx, stopped, Arc::new(Metrics::default())));
+    Candidate {
+        leading,
+        stop,
+        task,
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_hand_over_on_stop_and_take_over_after_a_crash() {
+    let s = setup().await;
+    let a = candidate(&s.kube, "a");
+    wait_until("a leads", Duration::from_secs(5), || *a.leading.borrow()).await;
+    let b = candidate(&s.kube, "b");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        *a.leading.borrow() && !*b.leading.borrow(),
+        "exactly one leader"
+    );
+    assert_eq!(
+        s.kube
+            .lease("ecr-token-webhook", "ecr-token-webhook")
+            .unwrap()["spec"]["holderIdentity"],
+        "a"
+    );
+
+    // A stops cleanly: it releases the lease and b takes over well before the lease would expire.
+    a.stop.send(true).unwrap();
+    a.task.await.unwrap();
+    let took = wait_until(
+        "b takes over after a release",
+        Duration::from_secs(5),
+        || *b.leading.borrow(),
+    )
+    .await;
+    assert!(
+        took < Duration::from_millis(1500),
+        "hand-over took {took:?}"
+    );
+
+    // B crashes (no release): c takes over only once the lease has expired.
+    let c = candidate(&s.kube, "c");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!*c.leading.borrow());
+    b.task.abort();
+    let crashed = Instant::now();
+    wait_until(
+        "c takes over after b crashed",
+        Duration::from_secs(10),
+        || *c.leading.borrow(),
+    )
+    .await;
+    assert!(
+        crashed.elapsed() >= Duration::from_millis(1500),
+        "not before the lease expired"
+    );
+    let lease = s
+        .kube
+        .lease("ecr-token-webhook", "ecr-token-webhook")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "c");
+    assert!(lease["spec"]["leaseTransitions"].as_i64().unwrap() >= 2);
+    c.stop.send(true).unwrap();
+    drop(b.stop);
+}
