@@ -109,8 +109,12 @@ impl Pacer {
 
     async fn wait(&mut self) {
         tokio::time::sleep_until(self.next).await;
+        // Slots follow each other regardless of how long a touch takes; after falling behind,
+        // at most one slot is caught up at once.
         let jitter = 0.5 + jitter_fraction();
-        self.next = tokio::time::Instant::now().max(self.next) + self.period.mul_f64(jitter);
+        let now = tokio::time::Instant::now();
+        let floor = now.checked_sub(self.period).unwrap_or(now);
+        self.next = self.next.max(floor) + self.period.mul_f64(jitter);
     }
 }
 
@@ -125,6 +129,9 @@ pub struct Refresher {
     cfg: RefresherConfig,
     metrics: Arc<Metrics>,
     failures: HashMap<String, Failure>,
+    /// Set by `run`: a pass stops touching as soon as leadership is lost or shutdown begins.
+    leading: Option<watch::Receiver<bool>>,
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl Refresher {
@@ -134,7 +141,14 @@ impl Refresher {
             cfg,
             metrics,
             failures: HashMap::new(),
+            leading: None,
+            shutdown: None,
         }
+    }
+
+    fn may_touch(&self) -> bool {
+        self.leading.as_ref().is_none_or(|l| *l.borrow())
+            && self.shutdown.as_ref().is_none_or(|s| !*s.borrow())
     }
 
     /// One pass over every opted-in secret: list (paginated), decide, touch the due ones.
@@ -191,6 +205,10 @@ impl Refresher {
 
         let mut pacer = Pacer::new(self.cfg.touch_qps);
         for (ns, name, uid, due) in due_list {
+            if !self.may_touch() {
+                tracing::info!("stopping the pass: no longer leading, or shutting down");
+                break;
+            }
             if let Some(f) = self.failures.get(&uid)
                 && f.retry_at > Instant::now()
             {
@@ -326,6 +344,8 @@ impl Refresher {
         mut leading: watch::Receiver<bool>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        self.leading = Some(leading.clone());
+        self.shutdown = Some(shutdown.clone());
         loop {
             if *shutdown.borrow() {
                 return;

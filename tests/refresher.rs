@@ -388,3 +388,35 @@ async fn one_leader_hand_over_on_stop_and_take_over_after_a_crash() {
     c.stop.send(true).unwrap();
     drop(b.stop);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_stops_touching_when_leadership_is_lost() {
+    let s = setup().await;
+    for i in 0..200 {
+        s.kube.seed(argo(&format!("r{i:03}"), "argocd", None, true));
+    }
+    let mut cfg = config();
+    cfg.touch_qps = 100.0; // about two seconds for the whole pass
+    let (lead_tx, lead_rx) = watch::channel(true);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(s.refresher(cfg).run(lead_rx, stop_rx));
+    wait_until("touching started", Duration::from_secs(5), || {
+        !s.kube.patches().is_empty()
+    })
+    .await;
+    lead_tx.send(false).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let at_loss = s.kube.patches().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = s.kube.patches().len();
+    assert!(
+        later <= at_loss + 1,
+        "kept touching after losing the lease: {at_loss} -> {later}"
+    );
+    assert!(later < 200, "the pass was cut short ({later} touches)");
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .unwrap();
+}

@@ -1,0 +1,126 @@
+"""Helpers for the manifest tests: render with kubectl, parse, validate against schemas.
+
+Run from the repository root:  python -m pytest -q tests/manifests
+Needs kubectl (its built-in kustomize) on PATH, or KUBECTL=/path/to/kubectl. A missing
+kubectl fails the tests; it never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
+
+# Kubernetes versions whose built-in schemas every non-CRD object must satisfy (strict: unknown
+# fields are errors): the oldest version the manifests support (lifecycle.preStop.sleep needs
+# 1.30) and the newest schema kubernetes-validate bundles.
+OLDEST_SUPPORTED_KUBERNETES = "1.30"
+SCHEMA_VERSIONS = sorted(
+    {OLDEST_SUPPORTED_KUBERNETES, kubernetes_validate.utils.latest_version()},
+    key=lambda v: tuple(int(p) for p in v.split(".")[:2]),
+)
+
+# Kinds defined by CRDs, which have no schema among Kubernetes' own. They are skipped from
+# schema validation by this explicit list only (any other kind without a schema is a failure)
+# and are checked field by field in the tests instead.
+CRD_KINDS_WITHOUT_KUBERNETES_SCHEMA = frozenset(
+    {
+        ("cert-manager.io/v1", "Issuer"),
+        ("cert-manager.io/v1", "ClusterIssuer"),
+        ("cert-manager.io/v1", "Certificate"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    }
+)
+
+
+def find_kubectl() -> str:
+    """The kubectl to run; fails the calling test when there is none."""
+    explicit = os.environ.get("KUBECTL")
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            pytest.fail(f"KUBECTL={explicit} is not an executable file")
+        return explicit
+    found = shutil.which("kubectl")
+    if not found:
+        pytest.fail(
+            "kubectl is not on PATH: the manifest tests render deploy/ with `kubectl kustomize` "
+            "and need it (set KUBECTL to point at one)"
+        )
+    return found
+
+
+def parse_documents(text: str) -> list[dict]:
+    docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    for d in docs:
+        assert isinstance(d, dict), f"not a Kubernetes object: {d!r}"
+        assert d.get("apiVersion") and d.get("kind"), f"object without apiVersion/kind: {d!r}"
+        assert d.get("metadata", {}).get("name"), f"object without a name: {d!r}"
+    return docs
+
+
+def kustomize(path: Path | str) -> list[dict]:
+    """`kubectl kustomize PATH`, parsed into objects."""
+    kubectl = find_kubectl()
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"kubectl kustomize {path} failed ({proc.returncode}):\n{proc.stderr}")
+    return parse_documents(proc.stdout)
+
+
+def is_crd_kind(obj: dict) -> bool:
+    return (obj["apiVersion"], obj["kind"]) in CRD_KINDS_WITHOUT_KUBERNETES_SCHEMA
+
+
+def schema_errors(objects: list[dict], version: str) -> list[str]:
+    """Strict schema validation of every object not on the CRD list; returns the failures."""
+    errors = []
+    for obj in objects:
+        if is_crd_kind(obj):
+            continue
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            errors.append(f"{where} against {version}: {path}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            errors.append(
+                f"{where}: no Kubernetes {version} schema for {obj['apiVersion']} {obj['kind']}; "
+                "if it is a CRD kind, add it to CRD_KINDS_WITHOUT_KUBERNETES_SCHEMA and check "
+                "it in the tests"
+            )
+    return errors
+
+
+def cli_env_vars() -> set[str]:
+    """Every ECR_TOKEN_WEBHOOK_* variable the binary reads, from src/cli.rs."""
+    text = (REPO_ROOT / "src" / "cli.rs").read_text()
+    found = set(re.findall(r'env\s*=\s*"(ECR_TOKEN_WEBHOOK_[A-Z0-9_]+)"', text))
+    assert found, "no ECR_TOKEN_WEBHOOK_* variables found in src/cli.rs"
+    return found
+
+
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
