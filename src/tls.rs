@@ -100,24 +100,57 @@ pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses).
+/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses), both
+/// valid for `validity`.
 pub fn generate(names: &[String], validity: Duration) -> Result<Generated, TlsError> {
+    let (ca_cert_pem, ca_key_pem) = generate_ca(validity)?;
+    let (cert_pem, key_pem) = sign_leaf(&ca_key_pem, names, validity)?;
+    Ok(Generated {
+        ca_cert_pem,
+        ca_key_pem,
+        cert_pem,
+        key_pem,
+    })
+}
+
+fn validity_window(validity: Duration) -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
     // Backdate a little so a node whose clock lags does not reject a brand-new certificate.
-    let not_before = now - time::Duration::minutes(5);
-    let not_after = now + time::Duration::seconds(validity.as_secs().min(i64::MAX as u64) as i64);
+    let secs = validity.as_secs().min(100 * 365 * 24 * 3600) as i64;
+    (
+        now - time::Duration::minutes(5),
+        now + time::Duration::seconds(secs),
+    )
+}
 
-    let ca_key = KeyPair::generate()?;
+/// The CA's parameters. Rebuilt identically to sign new leaves under an existing CA key: the
+/// issuer name and key identifier come from these and the key, so no parsing is needed.
+fn ca_params() -> Result<CertificateParams, TlsError> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "ecr-token-webhook CA");
     ca.distinguished_name = dn;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.not_before = not_before;
-    ca.not_after = not_after;
-    let ca_cert = ca.self_signed(&ca_key)?;
+    Ok(ca)
+}
 
+/// A new CA: certificate and key, PEM.
+pub fn generate_ca(validity: Duration) -> Result<(String, String), TlsError> {
+    let key = KeyPair::generate()?;
+    let mut ca = ca_params()?;
+    (ca.not_before, ca.not_after) = validity_window(validity);
+    let cert = ca.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A serving certificate for `names`, signed by the CA whose key is `ca_key_pem`.
+pub fn sign_leaf(
+    ca_key_pem: &str,
+    names: &[String],
+    validity: Duration,
+) -> Result<(String, String), TlsError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
@@ -145,17 +178,10 @@ pub fn generate(names: &[String], validity: Duration) -> Result<Generated, TlsEr
         KeyUsagePurpose::KeyEncipherment,
     ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.not_before = not_before;
-    leaf.not_after = not_after;
-    let issuer = Issuer::new(ca, &ca_key);
+    (leaf.not_before, leaf.not_after) = validity_window(validity);
+    let issuer = Issuer::new(ca_params()?, &ca_key);
     let cert = leaf.signed_by(&key, &issuer)?;
-
-    Ok(Generated {
-        ca_cert_pem: ca_cert.pem(),
-        ca_key_pem: ca_key.serialize_pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir` (keys readable by the owner only).
@@ -280,6 +306,44 @@ mod tests {
             let err = server_config(cert, key, "x").unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_renewed_leaf_verifies_against_the_same_ca() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let names = vec!["localhost".to_string()];
+        let first = generate(&names, Duration::from_secs(3600)).unwrap();
+        let (cert, key) = sign_leaf(&first.ca_key_pem, &names, Duration::from_secs(60)).unwrap();
+        assert_ne!(cert, first.cert_pem);
+        let server = server_config(cert.as_bytes(), key.as_bytes(), "renewed").unwrap();
+        // A client trusting only the original CA completes a handshake with the new leaf.
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(first.ca_cert_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            c.write_tls(&mut to_server).unwrap();
+            s.read_tls(&mut &to_server[..]).unwrap();
+            to_server.clear();
+            s.process_new_packets()
+                .expect("server accepts the handshake");
+            s.write_tls(&mut to_client).unwrap();
+            c.read_tls(&mut &to_client[..]).unwrap();
+            to_client.clear();
+            c.process_new_packets()
+                .expect("client verifies the renewed leaf");
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return;
+            }
+        }
+        panic!("handshake did not complete");
     }
 
     #[test]
