@@ -80,7 +80,7 @@ pub struct ServeArgs {
         long,
         env = "ECR_TOKEN_WEBHOOK_TLS_CERT_FILE",
         requires = "tls_key_file",
-        required_unless_present = "tls_self_signed"
+        required_unless_present_any = ["tls_self_signed", "tls_self_managed"]
     )]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key for the webhook's TLS.
@@ -99,6 +99,36 @@ pub struct ServeArgs {
     /// Where --tls-self-signed writes ca.crt, tls.crt and tls.key.
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR")]
     pub tls_self_signed_dir: Option<PathBuf>,
+    /// Keep a CA and serving certificate in a Secret, inject the CA into the webhook
+    /// configuration and renew before expiry (clusters without cert-manager).
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED",
+        conflicts_with_all = ["tls_cert_file", "tls_key_file", "tls_self_signed"])]
+    pub tls_self_managed: bool,
+    /// Secret that holds the self-managed CA and serving certificate.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME",
+        default_value = "ecr-token-webhook-self-managed-tls"
+    )]
+    pub tls_secret_name: String,
+    /// MutatingWebhookConfiguration whose caBundle the self-managed mode keeps current.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_WEBHOOK_CONFIG_NAME",
+        default_value = "ecr-token-webhook"
+    )]
+    pub webhook_config_name: String,
+    /// The webhook Service's name: the self-managed certificate is issued for its DNS names.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_SERVICE",
+        default_value = "ecr-token-webhook"
+    )]
+    pub service: String,
+    /// The webhook's own namespace (its Service, TLS Secret and Lease). Default: the pod's
+    /// (POD_NAMESPACE or the service account's), else `default`.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_NAMESPACE")]
+    pub namespace: Option<String>,
     /// What to answer when no token can be had: allow with an error annotation, or deny.
     #[arg(
         long,
@@ -155,8 +185,7 @@ pub struct ServeArgs {
         default_value = "ecr-token-webhook"
     )]
     pub lease_name: String,
-    /// Namespace of the Lease. Default: the pod's namespace (POD_NAMESPACE or the service
-    /// account's), else `default`.
+    /// Namespace of the Lease. Default: the webhook's own namespace (see --namespace).
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// How long a Lease is honoured without renewal.

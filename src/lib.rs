@@ -15,6 +15,7 @@ pub mod refresh;
 pub mod refresher;
 pub mod registry;
 pub mod secret;
+pub mod selfmanaged;
 pub mod server;
 pub mod time;
 pub mod tls;

@@ -11,6 +11,7 @@ use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::metrics::Metrics;
 use ecr_token_webhook::policy::Policy;
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
+use ecr_token_webhook::selfmanaged::{Material, SelfManaged, SelfManagedConfig};
 use ecr_token_webhook::server::{self, Listen};
 use ecr_token_webhook::tls;
 use ecr_token_webhook::token::{CacheConfig, TokenCache};
@@ -90,7 +91,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(policy = %policy.describe(), failure_mode = ?args.failure_mode,
         refresh_margin = ?args.refresh_margin, "starting");
     let mut reloader = None;
-    let tls_config = if args.tls_self_signed {
+    let mut self_managed = None;
+    let tls_config = if args.tls_self_managed {
+        let (sm, material) = start_self_managed(&args).await?;
+        let config = material.server_config();
+        self_managed = Some((sm, material));
+        config
+    } else if args.tls_self_signed {
         let dir = args
             .tls_self_signed_dir
             .clone()
@@ -141,6 +148,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             metrics.clone(),
         );
     }
+    if let Some((sm, material)) = self_managed {
+        sm.spawn_maintainer(running.tls.clone(), material, metrics.clone());
+    }
     let (stop, stopped) = watch::channel(false);
     let mut background = if args.refresher {
         start_refresher(&args, policy_for_refresher, metrics, stopped).await
@@ -174,6 +184,52 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// A Kubernetes client (in-cluster or kubeconfig) and the webhook's own namespace.
+async fn kube_client(args: &ServeArgs) -> Result<(kube::Client, String), String> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| format!("no Kubernetes configuration (in-cluster or kubeconfig): {e}"))?;
+    // --namespace, else the pod's (downward API), else the service account's or kubeconfig's.
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    Ok((client, namespace))
+}
+
+/// Loads, renews or creates the self-managed pair and injects its CA. Without the Kubernetes
+/// API there is nothing to serve with, so failures here stop the process.
+async fn start_self_managed(args: &ServeArgs) -> Result<(SelfManaged, Material), String> {
+    let (client, namespace) = kube_client(args)
+        .await
+        .map_err(|e| format!("--tls-self-managed: {e}"))?;
+    let names = tls::service_names(&args.service, &namespace);
+    let cfg = SelfManagedConfig {
+        secret_name: args.tls_secret_name.clone(),
+        namespace,
+        webhook_config_name: args.webhook_config_name.clone(),
+        names,
+        ..SelfManagedConfig::default()
+    };
+    tracing::info!(secret = %cfg.secret_name, namespace = %cfg.namespace,
+        webhook_config = %cfg.webhook_config_name, names = %cfg.names.join(","), "self-managed TLS");
+    let sm = SelfManaged::new(client, cfg);
+    let material = sm
+        .ensure()
+        .await
+        .map_err(|e| format!("--tls-self-managed: {e}"))?;
+    // The configuration may not exist yet (it is often applied after the Deployment); the
+    // maintainer keeps trying, and failurePolicy Ignore covers the gap.
+    if let Err(e) = sm.inject_ca_bundle(&material).await {
+        tracing::warn!(error = %e, "cannot inject the caBundle yet; will retry");
+    }
+    Ok((sm, material))
+}
+
 /// Starts the refresher (and leader election) if a cluster is configured. Without one the
 /// webhook keeps serving and says why there is no refresher.
 async fn start_refresher(
@@ -182,29 +238,17 @@ async fn start_refresher(
     metrics: Arc<Metrics>,
     stopped: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
-    let config = match kube::Config::infer().await {
+    let (client, own_namespace) = match kube_client(args).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "refresher off: no Kubernetes configuration (in-cluster or kubeconfig); the webhook keeps serving");
-            return None;
-        }
-    };
-    let default_namespace = config.default_namespace.clone();
-    let client = match kube::Client::try_from(config) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "refresher off: cannot build a Kubernetes client; the webhook keeps serving");
+            tracing::error!(error = %e, "refresher off: the webhook keeps serving");
             return None;
         }
     };
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let (leading_tx, leading) = watch::channel(false);
     let elector = if args.leader_election.unwrap_or(in_cluster) {
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or(default_namespace);
+        let namespace = args.lease_namespace.clone().unwrap_or(own_namespace);
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "ecr-token-webhook".into());

@@ -170,7 +170,7 @@ async fn binary_serves_with_env_config_and_stops_on_sigterm() {
     let logs = proc.seen.join("\n");
     assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
     assert!(
-        logs.contains("refresher off: no Kubernetes configuration"),
+        logs.contains("refresher off") && logs.contains("no Kubernetes configuration"),
         "{logs}"
     );
     assert!(
@@ -216,6 +216,20 @@ fn binary_refuses_bad_configuration_clearly() {
             1,
             "invalid registry pattern",
         ),
+        (
+            vec!["serve".into(), "--tls-self-managed".into()],
+            1,
+            "--tls-self-managed: no Kubernetes configuration",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--tls-self-managed".into(),
+                "--tls-self-signed".into(),
+            ],
+            2,
+            "cannot be used with",
+        ),
     ];
     for (args, code, want) in cases {
         let mut cmd = Command::new(BIN);
@@ -258,4 +272,99 @@ fn certs_command_writes_a_ca_and_prints_the_bundle() {
     install_crypto();
     ecr_token_webhook::tls::load_files(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
         .expect("the written pair loads");
+}
+
+/// `serve --tls-self-managed` against the test suite's API server: the binary stores a CA and
+/// serving certificate in a Secret, injects the CA into its webhook configuration, and serves
+/// TLS that a client trusting only that caBundle accepts under the Service's DNS name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_self_managed_tls_stores_its_pair_and_injects_the_ca() {
+    use base64::Engine;
+    use common::fake_kube::FakeKube;
+    use serde_json::json;
+    install_crypto();
+    let kube = FakeKube::start(None, reqwest::Client::new()).await;
+    kube.seed_webhook_config(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "ecr-token-webhook"},
+        "webhooks": [{"name": "inject.ecr-token-webhook.io", "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "clientConfig": {"service": {"name": "ecr-token-webhook", "namespace": "tools", "path": "/mutate"}}}]
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: tools}}}}]\n",
+            kube.url
+        ),
+    )
+    .expect("kubeconfig");
+    let mut cmd = Command::new(BIN);
+    clean_aws_env(&mut cmd)
+        .arg("serve")
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED", "true")
+        .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
+        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0");
+    let mut proc = Proc::spawn(&mut cmd);
+    let serving = proc.wait_for("serving");
+    let addr = addr_of(serving["addr"].as_str().expect("addr"));
+
+    // The namespace came from the kubeconfig context.
+    let secret = kube
+        .secret("tools", "ecr-token-webhook-self-managed-tls")
+        .expect("the pair is stored in the webhook's namespace");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca = String::from_utf8(
+        b64.decode(secret["data"]["ca.crt"].as_str().expect("ca.crt"))
+            .expect("base64"),
+    )
+    .expect("PEM");
+    let config = kube.webhook_config("ecr-token-webhook").expect("config");
+    assert_eq!(
+        config["webhooks"][0]["clientConfig"]["caBundle"],
+        json!(b64.encode(&ca)),
+        "caBundle injected"
+    );
+
+    let host = "ecr-token-webhook.tools.svc";
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA")])
+        .resolve(host, addr)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let base = format!("https://{host}:{}", addr.port());
+    let review = fixture("basic-auth-create.json").to_string();
+    let (status, resp, text) = post_review(&client, &base, &review, "5s").await;
+    assert_eq!(status.as_u16(), 200, "{text}");
+    assert_eq!(resp["response"]["allowed"], true, "{text}");
+
+    let pid = proc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proc.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "did not exit within 20s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proc.drain();
+    let logs = proc.seen.join("\n");
+    assert!(
+        !logs.contains("PRIVATE KEY"),
+        "a key reached the logs:\n{logs}"
+    );
 }

@@ -24,6 +24,7 @@ type Key = (String, String);
 #[derive(Default)]
 struct Store {
     secrets: BTreeMap<Key, Value>,
+    webhook_configs: BTreeMap<String, Value>,
     leases: BTreeMap<Key, Value>,
     events: Vec<Value>,
     /// Status code to answer instead of patching, per secret.
@@ -64,7 +65,11 @@ impl FakeKube {
             )
             .route(
                 "/api/v1/namespaces/{ns}/secrets/{name}",
-                get(get_secret).patch(patch_secret),
+                get(get_secret).patch(patch_secret).put(replace_secret),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+                get(get_webhook_config).patch(patch_webhook_config),
             )
             .route("/api/v1/namespaces/{ns}/events", post(create_event))
             .route(
@@ -116,6 +121,30 @@ impl FakeKube {
             .unwrap()
             .secrets
             .insert((ns, name), secret);
+    }
+
+    pub fn seed_webhook_config(&self, mut config: Value) {
+        let name = config["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
+        config["metadata"]["resourceVersion"] = json!(self.state.next_rv());
+        self.state
+            .store
+            .lock()
+            .unwrap()
+            .webhook_configs
+            .insert(name, config);
+    }
+
+    pub fn webhook_config(&self, name: &str) -> Option<Value> {
+        self.state
+            .store
+            .lock()
+            .unwrap()
+            .webhook_configs
+            .get(name)
+            .cloned()
     }
 
     pub fn secret(&self, ns: &str, name: &str) -> Option<Value> {
@@ -385,11 +414,17 @@ async fn create_secret(
         Err(r) => return r,
     };
     s.stamp(&mut obj, true);
-    s.store
-        .lock()
-        .unwrap()
-        .secrets
-        .insert((ns, name), obj.clone());
+    let mut store = s.store.lock().unwrap();
+    // Another create may have won while the webhook answered.
+    let key = (ns, name.clone());
+    if store.secrets.contains_key(&key) {
+        return status(
+            409,
+            "AlreadyExists",
+            &format!("secrets \"{name}\" already exists"),
+        );
+    }
+    store.secrets.insert(key, obj.clone());
     (StatusCode::CREATED, axum::Json(obj)).into_response()
 }
 
@@ -534,4 +569,90 @@ async fn replace_lease(
     lease["metadata"]["resourceVersion"] = json!(s.next_rv());
     store.leases.insert(key, lease.clone());
     axum::Json(lease).into_response()
+}
+
+async fn replace_secret(
+    State(s): State<Arc<KubeState>>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    s.count();
+    let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+        return status(400, "BadRequest", "invalid JSON");
+    };
+    let key = (ns, name.clone());
+    let Some(old) = s.store.lock().unwrap().secrets.get(&key).cloned() else {
+        return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
+    };
+    if obj["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+        return status(
+            409,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version",
+        );
+    }
+    let mut obj = match s.admit("UPDATE", &obj, Some(&old)).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    s.stamp(&mut obj, false);
+    let mut store = s.store.lock().unwrap();
+    // Another writer may have won while the webhook answered.
+    if store
+        .secrets
+        .get(&key)
+        .map(|v| &v["metadata"]["resourceVersion"])
+        != Some(&old["metadata"]["resourceVersion"])
+    {
+        return status(409, "Conflict", "the object has been modified");
+    }
+    store.secrets.insert(key, obj.clone());
+    axum::Json(obj).into_response()
+}
+
+async fn get_webhook_config(State(s): State<Arc<KubeState>>, Path(name): Path<String>) -> Response {
+    s.count();
+    match s.store.lock().unwrap().webhook_configs.get(&name) {
+        Some(v) => axum::Json(v.clone()).into_response(),
+        None => status(
+            404,
+            "NotFound",
+            &format!("mutatingwebhookconfigurations \"{name}\" not found"),
+        ),
+    }
+}
+
+async fn patch_webhook_config(
+    State(s): State<Arc<KubeState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.count();
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.starts_with("application/json-patch+json") {
+        return status(
+            415,
+            "UnsupportedMediaType",
+            "only JSON patches are supported here",
+        );
+    }
+    let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
+        return status(400, "BadRequest", "invalid JSON patch");
+    };
+    let rv = s.next_rv();
+    let mut store = s.store.lock().unwrap();
+    let Some(config) = store.webhook_configs.get_mut(&name) else {
+        return status(404, "NotFound", "not found");
+    };
+    let mut updated = config.clone();
+    if let Err(e) = json_patch::patch(&mut updated, &patch.0) {
+        return status(422, "Invalid", &e.to_string());
+    }
+    updated["metadata"]["resourceVersion"] = json!(rv);
+    *config = updated.clone();
+    axum::Json(updated).into_response()
 }
