@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ecr::error::ProvideErrorMetadata;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
@@ -132,14 +132,58 @@ pub fn decode_token(encoded: &str) -> Result<(String, String), &'static str> {
 fn describe<E, R>(err: &aws_sdk_ecr::error::SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    let text = match (err.code(), err.message()) {
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(err).to_string(),
+    match (err.code(), err.message()) {
+        (Some(code), Some(msg)) => one_line(&format!("{code}: {msg}")),
+        (Some(code), None) => one_line(code),
+        _ => describe_chain(err),
+    }
+}
+
+/// Longest description kept: it ends up in an annotation and an admission warning.
+const MAX_DESCRIPTION: usize = 300;
+
+/// One line from an error and its sources, without the Debug dump the SDK's own context
+/// display appends (it can run to kilobytes and carries response headers).
+pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = one_line(&e.to_string());
+        // Many layers repeat their source's text, or add only a generic word.
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) && text != "other" {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    let Some(innermost) = parts.last() else {
+        return "unknown error".into();
     };
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = if parts.iter().any(|p| p.contains("credentials")) {
+        format!(
+            "no usable AWS credentials (default chain: environment, profile, web identity, \
+             Pod Identity, instance metadata): {innermost}"
+        )
+    } else {
+        parts.join(": ")
+    };
+    truncate(&text, MAX_DESCRIPTION)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
@@ -147,6 +191,67 @@ mod tests {
     use super::*;
 
     type Decoded<'a> = Result<(&'a str, &'a str), &'a str>;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    fn chain(texts: &[&'static str]) -> Layer {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |inner, t| Some(Layer(t, inner.map(Box::new))))
+            .expect("at least one layer")
+    }
+
+    #[test]
+    fn describes_error_chains_on_one_short_line() {
+        let cases: &[(&[&'static str], &str)] = &[
+            (
+                &[
+                    "dispatch failure",
+                    "other",
+                    "an error occurred while loading credentials",
+                    "failed to load IMDS session token",
+                    "service error",
+                    "request forbidden: IMDS is disabled",
+                ],
+                "no usable AWS credentials (default chain: environment, profile, web identity, \
+                 Pod Identity, instance metadata): request forbidden: IMDS is disabled",
+            ),
+            (
+                &["dispatch failure", "io error", "connection refused"],
+                "dispatch failure: io error: connection refused",
+            ),
+            (&["timeout", "timeout"], "timeout"),
+            (
+                &["response error", "line\nbreak\tand  spaces"],
+                "response error: line break and spaces",
+            ),
+            (&[""], "unknown error"),
+        ];
+        for (texts, want) in cases {
+            assert_eq!(describe_chain(&chain(texts)), *want, "{texts:?}");
+        }
+        let long = describe_chain(&chain(&[Box::leak("é".repeat(400).into_boxed_str())]));
+        assert!(
+            long.len() <= MAX_DESCRIPTION + '…'.len_utf8(),
+            "{}",
+            long.len()
+        );
+        assert!(long.ends_with('…'));
+    }
 
     #[test]
     fn decodes_user_and_password() {

@@ -74,6 +74,33 @@ pub fn touch_took(
     !due(returned, now, margin).is_due()
 }
 
+/// Why a touch did not take, from the object it returned, for the Event and the log.
+pub fn why_not_taken(returned: Option<&BTreeMap<String, String>>) -> String {
+    const NOT_CALLED: &str = "the webhook was not called for it (unreachable, or the namespace \
+        is outside the webhook configuration's namespaceSelector)";
+    let get = |k: &str| returned.and_then(|a| a.get(k));
+    if let Some(error) = get(crate::secret::ERROR_ANNOTATION) {
+        return format!("the webhook could not write a token: {error}");
+    }
+    match get(EXPIRES_AT_ANNOTATION) {
+        Some(at) => format!(
+            "expires-at is still {at}, within the refresh margin: {NOT_CALLED}, or it had no \
+             newer token (ECR failing; see the webhook's logs and ecr_requests_total)"
+        ),
+        None => format!(
+            "no expires-at after the touch: {NOT_CALLED}, or it refused the secret by policy \
+             (see the webhook's warnings)"
+        ),
+    }
+}
+
+/// Whether the `failures`-th failed touch in a row gets an Event: the 1st, 2nd, 4th, 8th...
+/// A secret that cannot be refreshed for hours (its namespace outside the webhook's reach,
+/// a registry the policy refuses) then costs a handful of Events, not one per retry.
+pub fn should_report(failures: u32) -> bool {
+    failures.is_power_of_two()
+}
+
 /// Exponential back-off for a secret whose touches did not take: `base * 2^(failures-1)`, at
 /// most `max`, with ±20 % jitter drawn from `jitter` in [0, 1).
 pub fn retry_after(failures: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
@@ -104,6 +131,42 @@ mod tests {
 
     fn ann(v: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(EXPIRES_AT_ANNOTATION.to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn explains_why_a_touch_did_not_take() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[],
+                "no expires-at after the touch: the webhook was not called",
+            ),
+            (
+                &[(EXPIRES_AT_ANNOTATION, "2026-01-01T00:00:00Z")],
+                "expires-at is still 2026-01-01T00:00:00Z, within the refresh margin",
+            ),
+            (
+                &[
+                    (EXPIRES_AT_ANNOTATION, "2026-01-01T00:00:00Z"),
+                    (crate::secret::ERROR_ANNOTATION, "ECR says no"),
+                ],
+                "the webhook could not write a token: ECR says no",
+            ),
+        ];
+        for (pairs, want) in cases {
+            let a: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let got = why_not_taken(Some(&a));
+            assert!(got.starts_with(want), "{got}");
+        }
+        assert!(why_not_taken(None).starts_with("no expires-at"));
+    }
+
+    #[test]
+    fn reports_failures_at_powers_of_two() {
+        let reported: Vec<u32> = (0..=40).filter(|&n| should_report(n)).collect();
+        assert_eq!(reported, [1, 2, 4, 8, 16, 32]);
     }
 
     #[test]

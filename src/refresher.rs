@@ -216,7 +216,9 @@ impl Refresher {
                 continue;
             }
             pacer.wait().await;
-            let outcome = self.touch(&ns, &name, &due).await;
+            let failures_before = self.failures.get(&uid).map_or(0, |f| f.count);
+            let report = refresh::should_report(failures_before + 1);
+            let outcome = self.touch(&ns, &name, &due, report).await;
             stats.touched += 1;
             self.metrics.touch(outcome.label());
             match outcome {
@@ -253,7 +255,8 @@ impl Refresher {
         Ok(stats)
     }
 
-    async fn touch(&self, ns: &str, name: &str, due: &Due) -> Touch {
+    /// Touches one secret; `report` says whether a touch that does not take gets an Event.
+    async fn touch(&self, ns: &str, name: &str, due: &Due, report: bool) -> Touch {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let now = SystemTime::now();
         let patch = Patch::Merge(refresh::touch_patch(now));
@@ -266,16 +269,11 @@ impl Refresher {
                     tracing::debug!(namespace = ns, name, reason = due.metric_label(), "touched");
                     Touch::Took
                 } else {
-                    let why = metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(crate::secret::ERROR_ANNOTATION))
-                        .map_or_else(
-                            || "the webhook did not mutate it (unreachable, or the API server skipped it)".to_string(),
-                            |e| format!("the webhook refused: {e}"),
-                        );
+                    let why = refresh::why_not_taken(metadata.annotations.as_ref());
                     tracing::warn!(namespace = ns, name, reason = %why, "touch did not refresh the token");
-                    self.event(ns, name, &metadata, &why).await;
+                    if report {
+                        self.event(ns, name, &metadata, &why).await;
+                    }
                     Touch::DidNotTake
                 }
             }

@@ -163,7 +163,7 @@ async fn a_touch_that_did_not_take_is_reported_and_retried() {
         events[0]["message"]
             .as_str()
             .unwrap()
-            .contains("did not mutate it")
+            .contains("the webhook was not called")
     );
 
     // Within the back-off the secret is skipped.
@@ -184,6 +184,29 @@ async fn a_touch_that_did_not_take_is_reported_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_are_reported_at_the_1st_2nd_and_4th() {
+    let s = setup().await;
+    s.kube.seed(argo("repo", "argocd", None, true));
+    s.kube.set_webhook(Some("https://127.0.0.1:9".into()));
+    let mut r = s.refresher(config());
+    let mut events_after = Vec::new();
+    // Bounded: retry_max is 400ms (±20 %), so each retry is due within half a second.
+    for _ in 0..4 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = r.pass().await.unwrap();
+            if stats.failed == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "retried within 5s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        events_after.push(s.kube.events().len());
+    }
+    assert_eq!(events_after, [1, 2, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_refuses_is_named_in_the_event() {
     let s = setup().await;
     s.kube.seed(argo("repo", "argocd", None, true));
@@ -192,7 +215,7 @@ async fn a_webhook_that_refuses_is_named_in_the_event() {
     assert_eq!(stats.failed, 1);
     let msg = s.kube.events()[0]["message"].as_str().unwrap().to_string();
     assert!(
-        msg.contains("the webhook refused") && msg.contains("ServerException"),
+        msg.contains("the webhook could not write a token") && msg.contains("ServerException"),
         "{msg}"
     );
 }
