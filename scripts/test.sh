@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs what the tests need first (moto, into .venv), so it works
-# on a fresh machine with only the Rust toolchain and Python.
+# Runs the whole test suite: the Rust tests (unit, end-to-end over TLS, the binary, moto), then
+# the manifest tests (pytest). Installs the Python tools they need into .venv first, so it works
+# on a fresh machine with the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust
+# test runner (cargo nextest run, or cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c 'import moto.server' 2>/dev/null; then
+# Reinstall whenever tests/requirements.txt changes.
+want="$(sha256sum tests/requirements.txt | cut -d' ' -f1)"
+if [[ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]]; then
   echo "--- installing test tools into .venv (tests/requirements.txt)"
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  echo "$want" > .venv/.requirements.sha256
 fi
 export ECR_TOKEN_WEBHOOK_TEST_PYTHON="$PWD/.venv/bin/python"
 
+status=0
+echo "--- Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast "$@"
+  cargo nextest run --no-fail-fast "$@" || status=$?
 else
-  cargo test --no-fail-fast "$@"
+  cargo test --no-fail-fast "$@" || status=$?
 fi
+
+echo "--- manifest tests (pytest tests/manifests)"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/manifests || status=$?
+
+if [[ $status -ne 0 ]]; then
+  echo "--- FAILED (exit $status)" >&2
+fi
+exit "$status"

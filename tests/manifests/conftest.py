@@ -5,10 +5,14 @@ Run from the repository root:  python -m pytest -q tests/manifests
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
+
+# The helpers sit beside this file; make them importable whatever pytest's import mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from manifest_checks import KUSTOMIZE_BASE, find_kubectl, kustomize, schema_errors
 

@@ -26,7 +26,7 @@ KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
 # 1.30) and the newest schema kubernetes-validate bundles.
 OLDEST_SUPPORTED_KUBERNETES = "1.30"
 SCHEMA_VERSIONS = sorted(
-    {OLDEST_SUPPORTED_KUBERNETES, kubernetes_validate.utils.latest_version()},
+    {OLDEST_SUPPORTED_KUBERNETES, ".".join(kubernetes_validate.utils.latest_version().split(".")[:2])},
     key=lambda v: tuple(int(p) for p in v.split(".")[:2]),
 )
 
