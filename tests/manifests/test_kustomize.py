@@ -184,16 +184,15 @@ def test_no_rbac_wildcards_or_escalation(base_objects):
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
 
 
-def test_cluster_role_grants_exactly_list_watch_patch_on_secrets_and_create_on_events(base_objects):
+def test_cluster_role_grants_exactly_list_patch_on_secrets_and_create_on_events(base_objects):
     granted = rules_as_set(one(base_objects, "ClusterRole", NAME)["rules"])
     assert granted == {
         ("", "secrets", "", "list"),  # the refresher's label-selected, metadata-only list
-        ("", "secrets", "", "watch"),  # reserved for a watch-driven refresher
         ("", "secrets", "", "patch"),  # the one-annotation touch
         ("", "events", "", "create"),  # a Warning Event in the secret's namespace
     }
     secret_verbs = {v for (_, res, _, v) in granted if res == "secrets"}
-    assert not secret_verbs & {"get", "create", "update", "delete", "deletecollection"}
+    assert not secret_verbs & {"get", "watch", "create", "update", "delete", "deletecollection"}
 
 
 def test_role_grants_only_the_leader_lease(base_objects):
