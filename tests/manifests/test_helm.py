@@ -1,0 +1,580 @@
+"""deploy/helm/ecr-token-webhook, rendered offline with Helm's own SDK (helm-python-sdk):
+lint, values schema, Kubernetes schemas, equivalence with the kustomize install, and that names,
+values and security settings come out right for default and non-default values."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import helm_python as helm
+import pytest
+import yaml
+from helm_python.errors import HelmError
+
+from manifest_checks import (
+    KUSTOMIZE_BASE,
+    REPO_ROOT,
+    SCHEMA_VERSIONS,
+    by_kind,
+    cli_env_vars,
+    is_crd_kind,
+    kustomize,
+    one,
+    parse_documents,
+    schema_errors,
+)
+from test_kustomize import CLUSTER_SCOPED, NONROOT, rules_as_set
+
+CHART = REPO_ROOT / "deploy" / "helm" / "ecr-token-webhook"
+OVERLAY = KUSTOMIZE_BASE.parent / "overlays" / "self-managed"
+KUBE_VERSION = "v1.30.0"
+
+# A release that changes every value a user is likely to touch.
+CUSTOM_RELEASE, CUSTOM_NAMESPACE = "platform", "tools"
+CUSTOM_FULLNAME = "platform-ecr-token-webhook"
+CUSTOM_VALUES = {
+    "image": {"repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ecr-token-webhook", "tag": "1.2.3"},
+    "imagePullSecrets": [{"name": "ecr-pull"}],
+    "replicaCount": 3,
+    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    "serviceAccount": {"annotations": {"example.com/owner": "platform"}},
+    "aws": {
+        "roleArn": "arn:aws:iam::123456789012:role/ecr-token-webhook",
+        "credentialsSecret": "ecr-token-webhook-aws",
+        "region": "eu-west-1",
+    },
+    "policy": {
+        "allowedNamespaces": ["argocd", "team-*"],
+        "allowedRegistries": ["123456789012:eu-*", "210987654321"],
+        "allowedRoleArns": ["arn:aws:iam::210987654321:role/ecr-*"],
+    },
+    "failureMode": "closed",
+    "refreshMargin": "4h",
+    "refreshInterval": "2m",
+    "touchQps": 2.5,
+    "logFormat": "text",
+    "logLevel": "debug",
+    "extraEnv": [{"name": "ECR_TOKEN_WEBHOOK_ECR_BACKOFF", "value": "5s"}],
+    "webhook": {"timeoutSeconds": 8, "failurePolicy": "Fail", "excludeNamespaces": ["legacy", "sandbox"]},
+    "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
+    "podAnnotations": {"example.com/team": "platform"},
+    "priorityClassName": "system-cluster-critical",
+}
+SELF_MANAGED = {"tls": {"mode": "selfManaged"}}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def render_files(values=None, name="ecr-token-webhook", namespace="ecr-token-webhook") -> dict[str, str]:
+    """The chart rendered as `helm install` would: {template path: text}."""
+    chart = helm.Chart.load(str(CHART))
+    return chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+
+
+def render(values=None, name="ecr-token-webhook", namespace="ecr-token-webhook") -> list[dict]:
+    files = render_files(values, name, namespace)
+    objects = []
+    for path, text in sorted(files.items()):
+        if path.endswith(".yaml"):
+            objects += parse_documents(text)
+    return objects
+
+
+def notes(values=None, **kw) -> str:
+    files = render_files(values, **kw)
+    [path] = [p for p in files if p.endswith("NOTES.txt")]
+    return files[path]
+
+
+def deployment(objs):
+    [d] = by_kind(objs, "Deployment")
+    return d
+
+
+def pod_spec(objs):
+    return deployment(objs)["spec"]["template"]["spec"]
+
+
+def container(objs):
+    [c] = pod_spec(objs)["containers"]
+    return c
+
+
+def config_data(objs):
+    refs = [e["configMapRef"]["name"] for e in container(objs)["envFrom"] if "configMapRef" in e]
+    assert len(refs) == 1
+    return one(objs, "ConfigMap", refs[0])["data"]
+
+
+def normalized(obj: dict) -> dict:
+    """What must be identical between the chart and kustomize: everything except labels,
+    selectors (the chart adds app.kubernetes.io/instance), non-functional annotations and the
+    kustomize ConfigMap hash suffix."""
+    o = copy.deepcopy(obj)
+    meta = o["metadata"]
+    meta.pop("labels", None)
+    kept = {k: v for k, v in meta.pop("annotations", {}).items() if k == "cert-manager.io/inject-ca-from"}
+    if kept:
+        meta["annotations"] = kept
+    if o["kind"] == "ConfigMap":
+        meta["name"] = re.sub(r"-[a-z0-9]{10}$", "", meta["name"])
+    spec = o.get("spec", {})
+    if o["kind"] in {"Deployment", "PodDisruptionBudget", "Service"}:
+        spec.pop("selector", None)
+    if o["kind"] == "Deployment":
+        spec["template"].pop("metadata", None)
+        ps = spec["template"]["spec"]
+        for c in ps.get("topologySpreadConstraints", []):
+            c.pop("labelSelector", None)
+        for c in ps["containers"]:
+            for e in c.get("envFrom", []):
+                if "configMapRef" in e:
+                    e["configMapRef"]["name"] = re.sub(r"-[a-z0-9]{10}$", "", e["configMapRef"]["name"])
+    return o
+
+
+def keyed(objs):
+    return {(o["kind"], normalized(o)["metadata"]["name"]): normalized(o) for o in objs}
+
+
+def lint_problems(values) -> list[str]:
+    report = helm.lint(str(CHART), values, strict=True, kube_version=KUBE_VERSION)
+    problems = list(report["errors"])
+    # Severity 1 is informational ("icon is recommended"); warnings and errors are problems.
+    problems += [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+    return problems
+
+
+@pytest.fixture(scope="module")
+def default_objs():
+    return render()
+
+
+@pytest.fixture(scope="module")
+def custom_objs():
+    return render(CUSTOM_VALUES, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
+
+
+@pytest.fixture(scope="module")
+def self_managed_objs():
+    return render(SELF_MANAGED)
+
+
+VALUE_SETS = {
+    "defaults": ({}, "ecr-token-webhook", "ecr-token-webhook"),
+    "custom": (CUSTOM_VALUES, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
+    "self-managed": (SELF_MANAGED, "ecr-token-webhook", "ecr-token-webhook"),
+    "self-managed custom": ({**CUSTOM_VALUES, **SELF_MANAGED}, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
+}
+
+
+# --- lint, values schema, Kubernetes schemas -----------------------------------------------
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+def test_lint_is_clean(case):
+    values, _, _ = VALUE_SETS[case]
+    assert lint_problems(values) == []
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_rendered_objects_validate_against_kubernetes_schemas(case, version):
+    values, name, namespace = VALUE_SETS[case]
+    errors = schema_errors(render(values, name, namespace), version)
+    assert not errors, "\n".join(errors)
+
+
+def test_chart_metadata():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "ecr-token-webhook"
+    cargo_version = re.search(r'^version\s*=\s*"([^"]+)"', (REPO_ROOT / "Cargo.toml").read_text(), re.M)
+    assert cargo_version and chart["appVersion"] == cargo_version.group(1)
+    # lifecycle.preStop.sleep needs 1.30, as the kustomize install says.
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+
+
+@pytest.mark.parametrize(
+    "values,complaint",
+    [
+        ({"failureMode": "maybe"}, "/failureMode"),
+        ({"refreshMargin": "6 hours"}, "/refreshMargin"),
+        ({"refreshInterval": 60}, "/refreshInterval"),
+        ({"touchQps": 0}, "/touchQps"),
+        ({"tls": {"mode": "manual"}}, "/tls/mode"),
+        ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"failurePolicy": "ignore"}}, "/webhook/failurePolicy"),
+        ({"webhook": {"excludeNamespaces": ["Not_A_Namespace"]}}, "/webhook/excludeNamespaces"),
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"aws": {"roleArn": "my-role"}}, "/aws/roleArn"),
+        ({"policy": {"allowedNamespaces": ["a,b"]}}, "/policy/allowedNamespaces"),
+        ({"policy": {"allowedRegistries": []}}, "/policy/allowedRegistries"),
+        ({"logFormat": "xml"}, "/logFormat"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"refreshMagrin": "6h"}, "refreshMagrin"),
+        ({"webhook": {"timeout": 5}}, "timeout"),
+    ],
+)
+def test_values_schema_refuses_bad_values(values, complaint):
+    chart = helm.Chart.load(str(CHART))
+    with pytest.raises(HelmError) as err:
+        chart.validate_schema(values)
+    assert complaint in str(err.value)
+    # And so does an install: the schema is not advisory.
+    with pytest.raises(HelmError):
+        render_files(values)
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+def test_values_schema_accepts_the_values_used_here(case):
+    helm.Chart.load(str(CHART)).validate_schema(VALUE_SETS[case][0])
+
+
+def test_every_value_in_values_yaml_is_in_the_schema():
+    """values.yaml and values.schema.json describe the same keys (the schema refuses unknown ones,
+    so a key missing from it would make the chart refuse its own defaults)."""
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(vals, sch, path):
+        props = sch.get("properties")
+        if props is None or not isinstance(vals, dict):
+            return
+        for key, v in vals.items():
+            assert key in props, f"{path}{key} is in values.yaml but not in values.schema.json"
+            walk(v, props[key], f"{path}{key}.")
+        for key in props:
+            if key != "global":
+                assert key in vals, f"{path}{key} is in values.schema.json but not in values.yaml"
+
+    walk(values, schema, "")
+
+
+# --- the same install as kustomize ---------------------------------------------------------
+
+
+def test_defaults_render_what_the_kustomize_base_renders(default_objs):
+    """With default values the chart installs the base's objects with the same settings, so the
+    base's tests (security, RBAC, webhook, certificates) hold for the chart too. The chart leaves
+    the Namespace to `helm install --create-namespace` and to the user's labels."""
+    base = {k: v for k, v in keyed(kustomize(KUSTOMIZE_BASE)).items() if k[0] != "Namespace"}
+    chart = keyed(default_objs)
+    assert set(chart) == set(base)
+    for key in base:
+        assert chart[key] == base[key], f"{key} differs from deploy/base"
+
+
+def test_self_managed_renders_what_the_kustomize_overlay_renders(self_managed_objs):
+    overlay = {k: v for k, v in keyed(kustomize(OVERLAY)).items() if k[0] != "Namespace"}
+    chart = keyed(self_managed_objs)
+    assert set(chart) == set(overlay)
+    for key in overlay:
+        assert chart[key] == overlay[key], f"{key} differs from deploy/overlays/self-managed"
+
+
+# --- names that must agree -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+def test_every_object_is_in_the_release_namespace_with_the_release_labels(case):
+    values, name, namespace = VALUE_SETS[case]
+    for o in render(values, name, namespace):
+        ns = o["metadata"].get("namespace")
+        if o["kind"] in CLUSTER_SCOPED:
+            assert ns is None, f"{o['kind']} is cluster-scoped"
+        else:
+            assert ns == namespace, f"{o['kind']}/{o['metadata']['name']} in {ns!r}"
+        labels = o["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == name
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+def test_names_the_binary_uses_are_the_names_rbac_grants(case):
+    values, name, namespace = VALUE_SETS[case]
+    objs = render(values, name, namespace)
+    fullname = CUSTOM_FULLNAME if name == CUSTOM_RELEASE else "ecr-token-webhook"
+    data = config_data(objs)
+    sa = one(objs, "ServiceAccount")["metadata"]["name"]
+    assert pod_spec(objs)["serviceAccountName"] == sa
+    for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
+        one(objs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+
+    lease_rules = rules_as_set(one(objs, "Role", fullname)["rules"])
+    assert lease_rules == {
+        ("coordination.k8s.io", "leases", "", "create"),
+        ("coordination.k8s.io", "leases", data["ECR_TOKEN_WEBHOOK_LEASE_NAME"], "get"),
+        ("coordination.k8s.io", "leases", data["ECR_TOKEN_WEBHOOK_LEASE_NAME"], "update"),
+    }
+    assert rules_as_set(one(objs, "ClusterRole", fullname)["rules"]) == {
+        ("", "secrets", "", "list"),
+        ("", "secrets", "", "patch"),
+        ("", "events", "", "create"),
+    }
+
+    mwc = one(objs, "MutatingWebhookConfiguration")
+    service = one(objs, "Service")
+    [hook] = mwc["webhooks"]
+    assert hook["clientConfig"]["service"] == {"name": service["metadata"]["name"], "namespace": namespace, "path": "/mutate", "port": 443}
+    # The Service selects the Deployment's pods.
+    pod_labels = deployment(objs)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment(objs)["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+    if values.get("tls", {}).get("mode") == "selfManaged":
+        assert data["ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED"] == "true"
+        assert data["ECR_TOKEN_WEBHOOK_WEBHOOK_CONFIG_NAME"] == mwc["metadata"]["name"]
+        assert data["ECR_TOKEN_WEBHOOK_SERVICE"] == service["metadata"]["name"]
+        secret = data["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"]
+        assert rules_as_set(one(objs, "Role", f"{fullname}-self-managed")["rules"]) == {
+            ("", "secrets", "", "create"),
+            ("", "secrets", secret, "get"),
+            ("", "secrets", secret, "update"),
+        }
+        assert rules_as_set(one(objs, "ClusterRole", f"{fullname}-self-managed")["rules"]) == {
+            ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc["metadata"]["name"], "get"),
+            ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc["metadata"]["name"], "patch"),
+        }
+        assert not [o for o in objs if o["apiVersion"].startswith("cert-manager.io/")]
+        assert "annotations" not in mwc["metadata"] or "cert-manager.io/inject-ca-from" not in mwc["metadata"]["annotations"]
+        assert container(objs)["args"] == ["serve"]
+        assert "volumes" not in pod_spec(objs) and "volumeMounts" not in container(objs)
+    else:
+        serving = one(objs, "Certificate", f"{fullname}-serving")
+        svc = f"{service['metadata']['name']}.{namespace}.svc"
+        assert serving["spec"]["dnsNames"] == [svc, f"{svc}.cluster.local"]
+        assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{namespace}/{fullname}-serving"
+        [volume] = pod_spec(objs)["volumes"]
+        assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
+        assert serving["spec"]["issuerRef"]["name"] == f"{fullname}-ca"
+        ca = one(objs, "Certificate", f"{fullname}-ca")
+        assert one(objs, "Issuer", f"{fullname}-ca")["spec"]["ca"]["secretName"] == ca["spec"]["secretName"]
+        assert ca["spec"]["issuerRef"]["name"] == f"{fullname}-selfsigned"
+        assert container(objs)["args"] == ["serve", "--tls-cert-file", "/tls/tls.crt", "--tls-key-file", "/tls/tls.key"]
+        assert not [o for o in objs if o["metadata"]["name"].endswith("-self-managed")]
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+def test_webhook_never_sits_in_front_of_kube_system_or_its_own_namespace(case):
+    values, name, namespace = VALUE_SETS[case]
+    [hook] = one(render(values, name, namespace), "MutatingWebhookConfiguration")["webhooks"]
+    [expr] = hook["namespaceSelector"]["matchExpressions"]
+    assert expr["key"] == "kubernetes.io/metadata.name" and expr["operator"] == "NotIn"
+    want = ["kube-system", namespace] + values.get("webhook", {}).get("excludeNamespaces", [])
+    assert expr["values"] == want
+    assert hook["objectSelector"] == {"matchLabels": {"ecr-token-webhook/inject": "true"}}
+    assert hook["rules"] == [
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["secrets"], "scope": "Namespaced"}
+    ]
+    assert hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
+    assert hook["matchPolicy"] == "Equivalent"
+    assert "caBundle" not in hook["clientConfig"], "Helm must not overwrite the injected caBundle"
+
+
+# --- security whatever the values ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+def test_pod_security_is_restricted_whatever_the_values(case):
+    values, name, namespace = VALUE_SETS[case]
+    objs = render(values, name, namespace)
+    ps = pod_spec(objs)
+    assert ps["securityContext"]["runAsNonRoot"] is True
+    assert ps["securityContext"]["runAsUser"] == NONROOT
+    assert ps["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not ps.get(host, False)
+    sc = container(objs)["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == NONROOT
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["privileged"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    res = container(objs)["resources"]
+    assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
+    for v in ps.get("volumes", []):
+        assert set(v) - {"name"} <= {"secret", "projected", "configMap"}, v
+        if "secret" in v:
+            assert v["secret"]["defaultMode"] & 0o007 == 0
+    for o in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
+        for rule in o["rules"]:
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(field, []), f"{o['kind']}: wildcard in {field}"
+    # Shutdown fits the grace period; probes on the metrics port.
+    c = container(objs)
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
+    assert ps["terminationGracePeriodSeconds"] == 30
+    assert config_data(objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"] == "15s"
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+@pytest.mark.parametrize("case", VALUE_SETS)
+def test_environment_names_only_variables_the_binary_reads(case):
+    values, name, namespace = VALUE_SETS[case]
+    objs = render(values, name, namespace)
+    known = cli_env_vars()
+    for key in config_data(objs):
+        assert key in known, f"{key} is not read by the binary (src/cli.rs)"
+    for e in container(objs)["env"]:
+        assert e["name"] in known | {"POD_NAME", "POD_NAMESPACE", "AWS_REGION"}, e["name"]
+
+
+# --- values reach the objects --------------------------------------------------------------
+
+
+def test_custom_values_reach_the_binary(custom_objs):
+    data = config_data(custom_objs)
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == "argocd,team-*"
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_REGISTRIES"] == "123456789012:eu-*,210987654321"
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_ROLE_ARNS"] == "arn:aws:iam::210987654321:role/ecr-*"
+    assert data["ECR_TOKEN_WEBHOOK_FAILURE_MODE"] == "closed"
+    assert data["ECR_TOKEN_WEBHOOK_REFRESH_MARGIN"] == "4h"
+    assert data["ECR_TOKEN_WEBHOOK_REFRESH_INTERVAL"] == "2m"
+    assert data["ECR_TOKEN_WEBHOOK_TOUCH_QPS"] == "2.5"
+    assert data["ECR_TOKEN_WEBHOOK_LOG_FORMAT"] == "text"
+    assert data["ECR_TOKEN_WEBHOOK_LOG_LEVEL"] == "debug"
+    assert data["ECR_TOKEN_WEBHOOK_LEASE_NAME"] == CUSTOM_FULLNAME
+    c = container(custom_objs)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["AWS_REGION"] == "eu-west-1"
+    assert env["ECR_TOKEN_WEBHOOK_ECR_BACKOFF"] == "5s"
+    assert {"secretRef": {"name": "ecr-token-webhook-aws"}} in c["envFrom"]
+
+
+def test_defaults_leave_out_what_is_not_set(default_objs):
+    data = config_data(default_objs)
+    # An empty list would reach the binary as one empty pattern.
+    assert "ECR_TOKEN_WEBHOOK_ALLOWED_ROLE_ARNS" not in data
+    sa = one(default_objs, "ServiceAccount")
+    assert "annotations" not in sa["metadata"], "no IRSA annotation without aws.roleArn"
+    c = container(default_objs)
+    assert [e["name"] for e in c["env"]] == ["POD_NAME", "POD_NAMESPACE"]
+    assert [list(e) for e in c["envFrom"]] == [["configMapRef"]]
+    assert not by_kind(default_objs, "ServiceMonitor")
+
+
+def test_custom_values_reach_the_objects(custom_objs):
+    sa = one(custom_objs, "ServiceAccount", CUSTOM_FULLNAME)
+    assert sa["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ecr-token-webhook",
+        "example.com/owner": "platform",
+    }
+    d = deployment(custom_objs)
+    assert d["spec"]["replicas"] == 3
+    ps = pod_spec(custom_objs)
+    assert ps["imagePullSecrets"] == [{"name": "ecr-pull"}]
+    assert ps["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert ps["tolerations"][0]["key"] == "dedicated"
+    assert ps["priorityClassName"] == "system-cluster-critical"
+    assert d["spec"]["template"]["metadata"]["annotations"]["example.com/team"] == "platform"
+    c = container(custom_objs)
+    assert c["image"] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ecr-token-webhook:1.2.3"
+    assert c["resources"] == CUSTOM_VALUES["resources"]
+    [hook] = one(custom_objs, "MutatingWebhookConfiguration", CUSTOM_FULLNAME)["webhooks"]
+    assert hook["timeoutSeconds"] == 8 and hook["failurePolicy"] == "Fail"
+    assert one(custom_objs, "PodDisruptionBudget", CUSTOM_FULLNAME)["spec"]["minAvailable"] == 1
+
+
+def test_image_digest_pins_the_image():
+    digest = "sha256:" + "ab" * 32
+    objs = render({"image": {"repository": "registry.example/ecr-token-webhook", "digest": digest}})
+    assert container(objs)["image"] == f"registry.example/ecr-token-webhook@{digest}"
+
+
+def test_service_monitor_scrapes_the_metrics_port(custom_objs):
+    sm = one(custom_objs, "ServiceMonitor", CUSTOM_FULLNAME)
+    assert is_crd_kind(sm)
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    service = one(custom_objs, "Service", CUSTOM_FULLNAME)
+    assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [CUSTOM_NAMESPACE]}
+    [endpoint] = sm["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "15s"}
+    assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_a_single_replica_gets_no_disruption_budget():
+    # minAvailable 1 with one replica would block every node drain.
+    assert not by_kind(render({"replicaCount": 1}), "PodDisruptionBudget")
+    assert not by_kind(render({"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget")
+
+
+def test_custom_topology_spread_replaces_the_default():
+    constraint = {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+    objs = render({"topologySpreadConstraints": [constraint]})
+    assert pod_spec(objs)["topologySpreadConstraints"] == [constraint]
+
+
+def test_config_changes_roll_the_pods_and_nothing_else_does():
+    def checksum(values):
+        return deployment(render(values))["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    base = checksum({})
+    assert checksum({"refreshMargin": "5h"}) != base
+    assert checksum({"policy": {"allowedNamespaces": ["argocd"]}}) != base
+    assert checksum({"replicaCount": 3}) == base
+
+
+def test_no_namespace_object_is_created(default_objs):
+    # `helm install --create-namespace` or the user owns the namespace (and its Pod Security labels).
+    assert not by_kind(default_objs, "Namespace")
+
+
+# --- NOTES.txt and README ------------------------------------------------------------------
+
+
+def test_notes_tell_the_user_how_to_opt_a_secret_in():
+    text = notes()
+    assert 'ecr-token-webhook/inject: "true"' in text
+    assert "kubectl -n NS label secret ecr-pull ecr-token-webhook/inject=true" in text
+    assert "ecr-token-webhook/expires-at" in text
+    assert "ecr-token-webhook/error" in text
+    assert "get certificate ecr-token-webhook-serving" in text
+    assert "No aws.roleArn is set" in text
+
+
+def test_notes_follow_the_values():
+    text = notes({**CUSTOM_VALUES, **SELF_MANAGED}, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
+    assert f"deploy/{CUSTOM_FULLNAME}" in text
+    assert f"get secret {CUSTOM_FULLNAME}-self-managed-tls" in text
+    assert "kube-system or tools, nor in legacy, sandbox" in text
+    assert "No aws.roleArn is set" not in text
+
+
+def readme_helm_values() -> dict:
+    readme = (REPO_ROOT / "README.md").read_text()
+    m = re.search(r"The chart's main values.*?```yaml\n(.*?)```", readme, re.S)
+    assert m, "README.md has no 'The chart's main values' YAML block"
+    return yaml.safe_load(m.group(1))
+
+
+def test_readme_helm_values_are_the_charts():
+    """The README's example of the chart's values passes the chart's schema and renders."""
+    values = readme_helm_values()
+    helm.Chart.load(str(CHART)).validate_schema(values)
+    assert not lint_problems(values)
+
+
+def test_readme_helm_set_flags_name_real_values():
+    readme = (REPO_ROOT / "README.md").read_text()
+    flags = re.findall(r"--set ([A-Za-z.]+)=(\S+)", readme)
+    assert flags, "README.md shows no helm --set"
+    chart = helm.Chart.load(str(CHART))
+    for key, value in flags:
+        nested: dict = {}
+        cur = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            cur = cur.setdefault(p, {})
+        cur[leaf] = value
+        chart.validate_schema(nested)
