@@ -168,22 +168,11 @@ pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     } else {
         parts.join(": ")
     };
-    truncate(&text, MAX_DESCRIPTION)
+    crate::text::truncate(&text, MAX_DESCRIPTION)
 }
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

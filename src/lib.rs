@@ -17,6 +17,7 @@ pub mod registry;
 pub mod secret;
 pub mod selfmanaged;
 pub mod server;
+pub mod text;
 pub mod time;
 pub mod tls;
 pub mod token;

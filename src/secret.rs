@@ -15,6 +15,7 @@ use kube::core::DynamicObject;
 use serde_json::{Map, Value, json};
 
 use crate::registry::{self, Registry};
+use crate::text::truncate;
 use crate::time::rfc3339;
 use crate::token::{Token, TokenKey};
 
@@ -282,13 +283,6 @@ fn dedup(regs: Vec<Registry>) -> Vec<Registry> {
     regs.into_iter()
         .filter(|r| seen.insert(r.host.clone()))
         .collect()
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
 }
 
 /// The map of registry entries: `auths` in `.dockerconfigjson`, the whole object in `.dockercfg`.
