@@ -69,6 +69,29 @@ impl Proc {
         );
     }
 
+    /// Sends SIGTERM and waits (bounded) for the process to exit; then reads its last lines.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit within 20s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.drain();
+        status
+    }
+
     fn drain(&mut self) {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.seen.push(line);
@@ -148,25 +171,8 @@ async fn binary_serves_with_env_config_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 
-    let pid = proc.child.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = proc.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not exit within 20s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = proc.terminate();
     assert!(status.success(), "{status}");
-    proc.drain();
     let logs = proc.seen.join("\n");
     assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
     assert!(
@@ -348,20 +354,7 @@ async fn binary_self_managed_tls_stores_its_pair_and_injects_the_ca() {
     assert_eq!(status.as_u16(), 200, "{text}");
     assert_eq!(resp["response"]["allowed"], true, "{text}");
 
-    let pid = proc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while proc.child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "did not exit within 20s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    proc.drain();
+    proc.terminate();
     let logs = proc.seen.join("\n");
     assert!(
         !logs.contains("PRIVATE KEY"),

@@ -192,15 +192,10 @@ async fn repeated_failures_are_reported_at_the_1st_2nd_and_4th() {
     let mut events_after = Vec::new();
     // Bounded: retry_max is 400ms (±20 %), so each retry is due within half a second.
     for _ in 0..4 {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let stats = r.pass().await.unwrap();
-            if stats.failed == 1 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "retried within 5s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until("a retry that fails", Duration::from_secs(5), async || {
+            r.pass().await.unwrap().failed == 1
+        })
+        .await;
         events_after.push(s.kube.events().len());
     }
     assert_eq!(events_after, [1, 2, 2, 3]);
@@ -304,11 +299,10 @@ async fn the_run_loop_touches_only_while_leading() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.kube.patches().is_empty(), "a follower does not touch");
     lead_tx.send(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.expires("argocd", "repo").is_none() {
-        assert!(Instant::now() < deadline, "leader touched within 5s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("leader touched", Duration::from_secs(5), async || {
+        s.expires("argocd", "repo").is_some()
+    })
+    .await;
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -345,20 +339,14 @@ fn candidate(kube: &FakeKube, identity: &str) -> Candidate {
     }
 }
 
-async fn wait_until(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_hand_over_on_stop_and_take_over_after_a_crash() {
     let s = setup().await;
     let a = candidate(&s.kube, "a");
-    wait_until("a leads", Duration::from_secs(5), || *a.leading.borrow()).await;
+    until("a leads", Duration::from_secs(5), async || {
+        *a.leading.borrow()
+    })
+    .await;
     let b = candidate(&s.kube, "b");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(
@@ -375,10 +363,10 @@ async fn one_leader_hand_over_on_stop_and_take_over_after_a_crash() {
     // A stops cleanly: it releases the lease and b takes over well before the lease would expire.
     a.stop.send(true).unwrap();
     a.task.await.unwrap();
-    let took = wait_until(
+    let took = until(
         "b takes over after a release",
         Duration::from_secs(5),
-        || *b.leading.borrow(),
+        async || *b.leading.borrow(),
     )
     .await;
     assert!(
@@ -392,10 +380,10 @@ async fn one_leader_hand_over_on_stop_and_take_over_after_a_crash() {
     assert!(!*c.leading.borrow());
     b.task.abort();
     let crashed = Instant::now();
-    wait_until(
+    until(
         "c takes over after b crashed",
         Duration::from_secs(10),
-        || *c.leading.borrow(),
+        async || *c.leading.borrow(),
     )
     .await;
     assert!(
@@ -423,7 +411,7 @@ async fn a_pass_stops_touching_when_leadership_is_lost() {
     let (lead_tx, lead_rx) = watch::channel(true);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(s.refresher(cfg).run(lead_rx, stop_rx));
-    wait_until("touching started", Duration::from_secs(5), || {
+    until("touching started", Duration::from_secs(5), async || {
         !s.kube.patches().is_empty()
     })
     .await;

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use ecr_token_webhook::server::spawn_tls_reloader;
@@ -45,14 +45,6 @@ async fn fresh_handshake_ok(base: &str, ca: &str) -> bool {
         .send()
         .await
         .is_ok()
-}
-
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what} within 10s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,9 +96,11 @@ async fn rotated_files_are_served_without_dropping_requests() {
     assert!(!fresh_handshake_ok(&h.base, &b.ca_cert_pem).await);
 
     publish(dir.path(), 2, &b.cert_pem, &b.key_pem);
-    until("new handshakes present the new certificate", async || {
-        fresh_handshake_ok(&h.base, &b.ca_cert_pem).await
-    })
+    until(
+        "new handshakes present the new certificate",
+        Duration::from_secs(10),
+        async || fresh_handshake_ok(&h.base, &b.ca_cert_pem).await,
+    )
     .await;
     assert!(
         !fresh_handshake_ok(&h.base, &a.ca_cert_pem).await,
@@ -140,9 +134,11 @@ async fn rotated_files_are_served_without_dropping_requests() {
 
     // The completed pair is picked up.
     publish(dir.path(), 5, &c.cert_pem, &c.key_pem);
-    until("the repaired pair is served", async || {
-        fresh_handshake_ok(&h.base, &c.ca_cert_pem).await
-    })
+    until(
+        "the repaired pair is served",
+        Duration::from_secs(10),
+        async || fresh_handshake_ok(&h.base, &c.ca_cert_pem).await,
+    )
     .await;
 
     stop.store(true, Ordering::SeqCst);

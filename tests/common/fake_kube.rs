@@ -272,6 +272,15 @@ impl KubeState {
     }
 }
 
+/// A write that carried a resourceVersion other than the stored one, as the API server says it.
+fn conflict() -> Response {
+    status(
+        409,
+        "Conflict",
+        "the object has been modified; please apply your changes to the latest version",
+    )
+}
+
 fn status(code: u16, reason: &str, message: &str) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code});
@@ -560,11 +569,7 @@ async fn replace_lease(
         return status(404, "NotFound", "lease not found");
     };
     if lease["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
-        return status(
-            409,
-            "Conflict",
-            "the object has been modified; please apply your changes to the latest version",
-        );
+        return conflict();
     }
     lease["metadata"]["resourceVersion"] = json!(s.next_rv());
     store.leases.insert(key, lease.clone());
@@ -585,11 +590,7 @@ async fn replace_secret(
         return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
     };
     if obj["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
-        return status(
-            409,
-            "Conflict",
-            "the object has been modified; please apply your changes to the latest version",
-        );
+        return conflict();
     }
     let mut obj = match s.admit("UPDATE", &obj, Some(&old)).await {
         Ok(o) => o,
@@ -604,7 +605,7 @@ async fn replace_secret(
         .map(|v| &v["metadata"]["resourceVersion"])
         != Some(&old["metadata"]["resourceVersion"])
     {
-        return status(409, "Conflict", "the object has been modified");
+        return conflict();
     }
     store.secrets.insert(key, obj.clone());
     axum::Json(obj).into_response()

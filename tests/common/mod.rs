@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use axum::Router;
@@ -431,4 +431,15 @@ pub fn warnings(resp: &Value) -> Vec<String> {
 
 pub fn addr_of(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
+}
+
+/// Polls `f` until it holds, failing the test if that takes longer than `limit`; returns how
+/// long it took. Every wait in the suite is bounded by this.
+pub async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f().await {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
 }
