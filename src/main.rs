@@ -90,10 +90,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let policy_for_refresher = policy.clone();
     tracing::info!(policy = %policy.describe(), failure_mode = ?args.failure_mode,
         refresh_margin = ?args.refresh_margin, "starting");
+    // Self-managed TLS and the refresher share one client; with neither, none is made.
+    let kube = if args.tls_self_managed || args.refresher {
+        Some(kube_client(&args).await)
+    } else {
+        None
+    };
     let mut reloader = None;
     let mut self_managed = None;
-    let tls_config = if args.tls_self_managed {
-        let (sm, material) = start_self_managed(&args).await?;
+    let tls_config = if let Some(kube) = kube.clone().filter(|_| args.tls_self_managed) {
+        let (sm, material) = start_self_managed(&args, kube).await?;
         let config = material.server_config();
         self_managed = Some((sm, material));
         config
@@ -114,7 +120,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 reloader = Some(tls::Reloader::new(cert, key));
                 tls::load_files(cert, key)
             }
-            _ => return Err("--tls-cert-file and --tls-key-file, or --tls-self-signed, are required".into()),
+            _ => return Err("--tls-cert-file and --tls-key-file, --tls-self-signed or --tls-self-managed is required".into()),
         }
     }
     .map_err(|e| e.to_string())?;
@@ -152,11 +158,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         sm.spawn_maintainer(running.tls.clone(), material, metrics.clone());
     }
     let (stop, stopped) = watch::channel(false);
-    let mut background = if args.refresher {
-        start_refresher(&args, policy_for_refresher, metrics, stopped).await
-    } else {
-        tracing::info!("refresher off (--refresher=false)");
-        None
+    let mut background = match kube.filter(|_| args.refresher) {
+        Some(kube) => start_refresher(&args, kube, policy_for_refresher, metrics, stopped).await,
+        None => {
+            tracing::info!("refresher off (--refresher=false)");
+            None
+        }
     };
     let waited = match background.as_mut() {
         Some(task) => tokio::select! {
@@ -203,10 +210,11 @@ async fn kube_client(args: &ServeArgs) -> Result<(kube::Client, String), String>
 
 /// Loads, renews or creates the self-managed pair and injects its CA. Without the Kubernetes
 /// API there is nothing to serve with, so failures here stop the process.
-async fn start_self_managed(args: &ServeArgs) -> Result<(SelfManaged, Material), String> {
-    let (client, namespace) = kube_client(args)
-        .await
-        .map_err(|e| format!("--tls-self-managed: {e}"))?;
+async fn start_self_managed(
+    args: &ServeArgs,
+    kube: Result<(kube::Client, String), String>,
+) -> Result<(SelfManaged, Material), String> {
+    let (client, namespace) = kube.map_err(|e| format!("--tls-self-managed: {e}"))?;
     let names = tls::service_names(&args.service, &namespace);
     let cfg = SelfManagedConfig {
         secret_name: args.tls_secret_name.clone(),
@@ -234,11 +242,12 @@ async fn start_self_managed(args: &ServeArgs) -> Result<(SelfManaged, Material),
 /// webhook keeps serving and says why there is no refresher.
 async fn start_refresher(
     args: &ServeArgs,
+    kube: Result<(kube::Client, String), String>,
     policy: Policy,
     metrics: Arc<Metrics>,
     stopped: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
-    let (client, own_namespace) = match kube_client(args).await {
+    let (client, own_namespace) = match kube {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "refresher off: the webhook keeps serving");

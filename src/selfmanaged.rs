@@ -246,6 +246,7 @@ impl SelfManaged {
         let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         let config = api.get(&self.cfg.webhook_config_name).await?;
         let bundle = ByteString(m.ca_cert_pem.as_bytes().to_vec());
+        let encoded = m.ca_bundle();
         let ops: Vec<serde_json::Value> = config
             .webhooks
             .unwrap_or_default()
@@ -254,7 +255,7 @@ impl SelfManaged {
             .filter(|(_, w)| w.client_config.ca_bundle.as_ref() != Some(&bundle))
             .map(|(i, _)| {
                 serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"),
-                    "value": m.ca_bundle()})
+                    "value": encoded})
             })
             .collect();
         if ops.is_empty() {
