@@ -124,3 +124,75 @@ def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
     found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+# --- the webhook's workload, whatever renders it (kustomize or Helm) -----------------------
+
+CONTAINER = "ecr-token-webhook"
+NONROOT = 65532
+
+
+def deployment(objs: list[dict]) -> dict:
+    """The one Deployment."""
+    return one(objs, "Deployment")
+
+
+def pod_spec(objs: list[dict]) -> dict:
+    return deployment(objs)["spec"]["template"]["spec"]
+
+
+def container(objs: list[dict]) -> dict:
+    containers = pod_spec(objs)["containers"]
+    assert [c["name"] for c in containers] == [CONTAINER]
+    return containers[0]
+
+
+def config_map_data(objs: list[dict]) -> dict:
+    """The ConfigMap the container takes its environment from (kustomize adds a hash)."""
+    refs = [e["configMapRef"]["name"] for e in container(objs).get("envFrom", []) if "configMapRef" in e]
+    assert len(refs) == 1
+    return one(objs, "ConfigMap", refs[0])["data"]
+
+
+def rules_as_set(rules: list[dict]) -> set[tuple[str, str, str, str]]:
+    """Rules flattened to (apiGroup, resource, resourceName or '', verb) tuples."""
+    out = set()
+    for r in rules:
+        for g in r.get("apiGroups", []):
+            for res in r.get("resources", []):
+                for verb in r["verbs"]:
+                    for rn in r.get("resourceNames") or [""]:
+                        out.add((g, res, rn, verb))
+    return out
+
+
+def assert_pod_security_context_restricted(objs: list[dict]) -> None:
+    """Pod Security "restricted" at the pod level, and no host namespaces."""
+    spec = pod_spec(objs)
+    sc = spec["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == NONROOT
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(host, False)
+
+
+def assert_container_security_context_restricted(objs: list[dict]) -> None:
+    sc = container(objs)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == NONROOT
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["privileged"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def assert_no_rbac_wildcards_or_escalation(objs: list[dict]) -> None:
+    for o in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
+        assert "aggregationRule" not in o
+        for rule in o["rules"]:
+            assert "nonResourceURLs" not in rule
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(field, []), f"{o['kind']}: wildcard in {field}"
+            assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])

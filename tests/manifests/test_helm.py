@@ -16,15 +16,23 @@ from manifest_checks import (
     KUSTOMIZE_BASE,
     REPO_ROOT,
     SCHEMA_VERSIONS,
+    assert_container_security_context_restricted,
+    assert_no_rbac_wildcards_or_escalation,
+    assert_pod_security_context_restricted,
     by_kind,
     cli_env_vars,
+    config_map_data,
+    container,
+    deployment,
     is_crd_kind,
     kustomize,
     one,
     parse_documents,
+    pod_spec,
+    rules_as_set,
     schema_errors,
 )
-from test_kustomize import CLUSTER_SCOPED, NONROOT, rules_as_set
+from test_kustomize import CLUSTER_SCOPED
 
 CHART = REPO_ROOT / "deploy" / "helm" / "ecr-token-webhook"
 OVERLAY = KUSTOMIZE_BASE.parent / "overlays" / "self-managed"
@@ -88,26 +96,6 @@ def notes(values=None, **kw) -> str:
     files = render_files(values, **kw)
     [path] = [p for p in files if p.endswith("NOTES.txt")]
     return files[path]
-
-
-def deployment(objs):
-    [d] = by_kind(objs, "Deployment")
-    return d
-
-
-def pod_spec(objs):
-    return deployment(objs)["spec"]["template"]["spec"]
-
-
-def container(objs):
-    [c] = pod_spec(objs)["containers"]
-    return c
-
-
-def config_data(objs):
-    refs = [e["configMapRef"]["name"] for e in container(objs)["envFrom"] if "configMapRef" in e]
-    assert len(refs) == 1
-    return one(objs, "ConfigMap", refs[0])["data"]
 
 
 def normalized(obj: dict) -> dict:
@@ -301,7 +289,7 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
     values, name, namespace = VALUE_SETS[case]
     objs = render(values, name, namespace)
     fullname = CUSTOM_FULLNAME if name == CUSTOM_RELEASE else "ecr-token-webhook"
-    data = config_data(objs)
+    data = config_map_data(objs)
     sa = one(objs, "ServiceAccount")["metadata"]["name"]
     assert pod_spec(objs)["serviceAccountName"] == sa
     for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
@@ -386,34 +374,21 @@ def test_webhook_never_sits_in_front_of_kube_system_or_its_own_namespace(case):
 def test_pod_security_is_restricted_whatever_the_values(case):
     values, name, namespace = VALUE_SETS[case]
     objs = render(values, name, namespace)
+    assert_pod_security_context_restricted(objs)
+    assert_container_security_context_restricted(objs)
     ps = pod_spec(objs)
-    assert ps["securityContext"]["runAsNonRoot"] is True
-    assert ps["securityContext"]["runAsUser"] == NONROOT
-    assert ps["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    for host in ("hostNetwork", "hostPID", "hostIPC"):
-        assert not ps.get(host, False)
-    sc = container(objs)["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == NONROOT
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["privileged"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     res = container(objs)["resources"]
     assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
     for v in ps.get("volumes", []):
         assert set(v) - {"name"} <= {"secret", "projected", "configMap"}, v
         if "secret" in v:
             assert v["secret"]["defaultMode"] & 0o007 == 0
-    for o in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
-        for rule in o["rules"]:
-            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
-                assert "*" not in rule.get(field, []), f"{o['kind']}: wildcard in {field}"
+    assert_no_rbac_wildcards_or_escalation(objs)
     # Shutdown fits the grace period; probes on the metrics port.
     c = container(objs)
     assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
     assert ps["terminationGracePeriodSeconds"] == 30
-    assert config_data(objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"] == "15s"
+    assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"] == "15s"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
@@ -423,7 +398,7 @@ def test_environment_names_only_variables_the_binary_reads(case):
     values, name, namespace = VALUE_SETS[case]
     objs = render(values, name, namespace)
     known = cli_env_vars()
-    for key in config_data(objs):
+    for key in config_map_data(objs):
         assert key in known, f"{key} is not read by the binary (src/cli.rs)"
     for e in container(objs)["env"]:
         assert e["name"] in known | {"POD_NAME", "POD_NAMESPACE", "AWS_REGION"}, e["name"]
@@ -433,7 +408,7 @@ def test_environment_names_only_variables_the_binary_reads(case):
 
 
 def test_custom_values_reach_the_binary(custom_objs):
-    data = config_data(custom_objs)
+    data = config_map_data(custom_objs)
     assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == "argocd,team-*"
     assert data["ECR_TOKEN_WEBHOOK_ALLOWED_REGISTRIES"] == "123456789012:eu-*,210987654321"
     assert data["ECR_TOKEN_WEBHOOK_ALLOWED_ROLE_ARNS"] == "arn:aws:iam::210987654321:role/ecr-*"
@@ -452,7 +427,7 @@ def test_custom_values_reach_the_binary(custom_objs):
 
 
 def test_defaults_leave_out_what_is_not_set(default_objs):
-    data = config_data(default_objs)
+    data = config_map_data(default_objs)
     # An empty list would reach the binary as one empty pattern.
     assert "ECR_TOKEN_WEBHOOK_ALLOWED_ROLE_ARNS" not in data
     sa = one(default_objs, "ServiceAccount")

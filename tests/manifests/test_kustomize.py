@@ -11,12 +11,20 @@ import pytest
 from manifest_checks import (
     CRD_KINDS_WITHOUT_KUBERNETES_SCHEMA,
     KUSTOMIZE_BASE,
+    NONROOT,
     SCHEMA_VERSIONS,
+    assert_container_security_context_restricted,
+    assert_no_rbac_wildcards_or_escalation,
+    assert_pod_security_context_restricted,
     by_kind,
     cli_env_vars,
+    config_map_data,
+    container,
     is_crd_kind,
     kustomize,
     one,
+    pod_spec,
+    rules_as_set,
     schema_errors,
 )
 
@@ -26,7 +34,6 @@ SELECTOR = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "webh
 INJECT_LABEL = "ecr-token-webhook/inject"
 HTTPS_PORT = 8443
 METRICS_PORT = 9090
-NONROOT = 65532
 
 EXPECTED_OBJECTS = {
     ("Namespace", NAMESPACE),
@@ -51,16 +58,6 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWeb
 # --- helpers -------------------------------------------------------------------------------
 
 
-def pod_spec(objs):
-    return one(objs, "Deployment", NAME)["spec"]["template"]["spec"]
-
-
-def container(objs):
-    containers = pod_spec(objs)["containers"]
-    assert [c["name"] for c in containers] == [NAME]
-    return containers[0]
-
-
 def container_port(objs, port):
     """A container port by number or by name, as a number."""
     ports = container(objs)["ports"]
@@ -70,14 +67,6 @@ def container_port(objs, port):
     named = [p["containerPort"] for p in ports if p.get("name") == port]
     assert len(named) == 1, f"no container port named {port!r}"
     return named[0]
-
-
-def config_map_data(objs):
-    """The ConfigMap the container takes its environment from (name carries a hash)."""
-    refs = [e["configMapRef"]["name"] for e in container(objs).get("envFrom", []) if "configMapRef" in e]
-    assert len(refs) == 1
-    cm = one(objs, "ConfigMap", refs[0])
-    return cm["data"]
 
 
 def the_webhook(objs):
@@ -162,26 +151,8 @@ def test_service_account_has_the_irsa_annotation_and_a_token(base_objects):
 # --- RBAC ----------------------------------------------------------------------------------
 
 
-def rules_as_set(rules):
-    """Rules flattened to (apiGroup, resource, resourceName or '', verb) tuples."""
-    out = set()
-    for r in rules:
-        for g in r.get("apiGroups", []):
-            for res in r.get("resources", []):
-                for verb in r["verbs"]:
-                    for rn in r.get("resourceNames") or [""]:
-                        out.add((g, res, rn, verb))
-    return out
-
-
 def test_no_rbac_wildcards_or_escalation(base_objects):
-    for o in by_kind(base_objects, "ClusterRole") + by_kind(base_objects, "Role"):
-        assert "aggregationRule" not in o
-        for rule in o["rules"]:
-            assert "nonResourceURLs" not in rule
-            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
-                assert "*" not in rule.get(field, []), f"{o['kind']}: wildcard in {field}"
-            assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+    assert_no_rbac_wildcards_or_escalation(base_objects)
 
 
 def test_cluster_role_grants_exactly_list_patch_on_secrets_and_create_on_events(base_objects):
@@ -227,24 +198,11 @@ def test_deployment_runs_two_replicas_with_matching_selector(base_objects):
 
 
 def test_pod_security_context_is_restricted(base_objects):
-    sc = pod_spec(base_objects)["securityContext"]
-    assert sc["runAsNonRoot"] is True
-    assert sc["runAsUser"] == NONROOT
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    spec = pod_spec(base_objects)
-    for host in ("hostNetwork", "hostPID", "hostIPC"):
-        assert not spec.get(host, False)
+    assert_pod_security_context_restricted(base_objects)
 
 
 def test_container_security_context_is_restricted(base_objects):
-    sc = container(base_objects)["securityContext"]
-    assert sc["runAsNonRoot"] is True
-    assert sc["runAsUser"] == NONROOT
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc.get("privileged", False) is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert_container_security_context_restricted(base_objects)
 
 
 def test_container_has_requests_and_a_memory_limit(base_objects):

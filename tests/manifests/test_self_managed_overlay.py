@@ -11,11 +11,15 @@ from manifest_checks import (
     SCHEMA_VERSIONS,
     by_kind,
     cli_env_vars,
+    config_map_data,
+    container,
     kustomize,
     one,
+    pod_spec,
+    rules_as_set,
     schema_errors,
 )
-from test_kustomize import NAME, NAMESPACE, config_map_data, container, pod_spec, rules_as_set
+from test_kustomize import NAME, NAMESPACE
 
 OVERLAY = KUSTOMIZE_BASE.parent / "overlays" / "self-managed"
 TLS_SECRET = "ecr-token-webhook-self-managed-tls"
