@@ -71,6 +71,11 @@ app.kubernetes.io/part-of: ecr-token-webhook
 {{- printf "%s-serving" (include "ecr-token-webhook.fullname" .) }}
 {{- end }}
 
+{{/* repository@digest when a digest pins it, else repository:tag (default: appVersion). */}}
 {{- define "ecr-token-webhook.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
