@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load run: the release binary on 127.0.0.1 over TLS with keep-alive, driven by wrk with every
-# captured AdmissionReview in ../shared/fixtures in turn, in front of a local ECR endpoint.
+# captured AdmissionReview in tests/fixtures in turn, in front of a local ECR endpoint.
 # Prints binary size, idle RSS, throughput, latency percentiles and RSS after the run.
 # Usage: bash scripts/load.sh [DURATION] [CONNECTIONS]   (defaults: 20s 32)
 set -euo pipefail
@@ -32,12 +32,12 @@ rss() { awk '/VmRSS/ {print $2 " kB"}' "/proc/$server/status"; }
 echo "binary_size_bytes=$(stat -c %s "$bin")"
 echo "idle_rss=$(rss)"
 # Warm the token cache (one ECR call per region), then measure.
-for f in ../shared/fixtures/*.json; do
+for f in tests/fixtures/*.json; do
   curl -sf --cacert "$work/tls/ca.crt" -H 'Content-Type: application/json' --data-binary "@$f" \
     "https://127.0.0.1:$port/mutate?timeout=10s" >/dev/null
 done
-echo "mix: $(ls ../shared/fixtures/*.json | wc -l) fixtures in turn; wrk -t2 -c$connections -d$duration, keep-alive, TLS"
-wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/mix.lua "https://127.0.0.1:$port" -- ../shared/fixtures/*.json \
+echo "mix: $(ls tests/fixtures/*.json | wc -l) fixtures in turn; wrk -t2 -c$connections -d$duration, keep-alive, TLS"
+wrk -t2 -c"$connections" -d"$duration" --latency -s scripts/load/mix.lua "https://127.0.0.1:$port" -- tests/fixtures/*.json \
   | grep -E '^(requests=|Requests/sec|  Latency|Non-2xx)'
 echo "rss_after_load=$(rss)"
 curl -s "http://127.0.0.1:$mport/metrics" | grep -E '^ecr_token_webhook_(ecr_requests_total|admission_requests_total)' | sort

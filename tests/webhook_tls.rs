@@ -1,4 +1,4 @@
-//! End to end over real TLS: the AdmissionReviews a real kube-apiserver sent (../shared/fixtures),
+//! End to end over real TLS: the AdmissionReviews a real kube-apiserver sent (tests/fixtures),
 //! answered by the webhook in front of the test suite's ECR endpoint, patches applied with
 //! json-patch and the resulting Secrets asserted.
 

@@ -365,7 +365,7 @@ pub async fn post_review(
 pub fn fixtures_dir() -> PathBuf {
     std::env::var_os("ECR_TOKEN_WEBHOOK_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
 /// A captured AdmissionReview; a missing fixture fails the test, it is never skipped.
