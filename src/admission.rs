@@ -24,6 +24,15 @@ pub enum FailureMode {
     Closed,
 }
 
+impl FailureMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+        }
+    }
+}
+
 /// A request body that is not an AdmissionReview: answered with HTTP 400.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -197,7 +197,12 @@ pub struct ServeArgs {
     /// How often candidates try to acquire or renew the Lease.
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
     pub lease_retry_period: Duration,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// After SIGTERM, /readyz fails at once but the webhook keeps answering for this long, so
+    /// the pod leaves the Service's endpoints before it stops accepting (in a cluster: a few
+    /// seconds; it replaces a preStop sleep, which Kubernetes before 1.30 lacks).
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish once the webhook stops accepting.
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE", default_value = "15s", value_parser = duration)]
     pub shutdown_grace: Duration,
 }

@@ -86,10 +86,11 @@ fn certs(args: &CertsArgs) -> Result<(), String> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut signals = Signals::register();
     let policy = args.policy()?;
     let policy_for_refresher = policy.clone();
-    tracing::info!(policy = %policy.describe(), failure_mode = ?args.failure_mode,
-        refresh_margin = ?args.refresh_margin, "starting");
+    tracing::info!(policy = %policy.describe(), failure_mode = args.failure_mode.label(),
+        refresh_margin = %humantime::format_duration(args.refresh_margin), "starting");
     // Self-managed TLS and the refresher share one client; with neither, none is made.
     let kube = if args.tls_self_managed || args.refresher {
         Some(kube_client(&args).await)
@@ -167,17 +168,29 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let waited = match background.as_mut() {
         Some(task) => tokio::select! {
-            r = running.wait(shutdown_signal()) => r.map_err(|e| e.to_string()),
+            r = running.wait(signals.recv()) => r.map_err(|e| e.to_string()),
             r = task => Err(format!("refresher stopped unexpectedly: {r:?}")),
         },
         None => running
-            .wait(shutdown_signal())
+            .wait(signals.recv())
             .await
             .map_err(|e| e.to_string()),
     };
     // Stop touching and give the lease up first, then drain admission requests.
     let _ = stop.send(true);
-    tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing in-flight requests");
+    running.set_unready();
+    if waited.is_ok() && !args.shutdown_delay.is_zero() {
+        // Endpoints controllers and kube-proxy take a moment to drop the pod; the API server
+        // may still send requests here until they do.
+        tracing::info!(delay = %humantime::format_duration(args.shutdown_delay),
+            "shutting down: unready, still answering until the delay ends");
+        tokio::select! {
+            _ = tokio::time::sleep(args.shutdown_delay) => {}
+            _ = signals.recv() => tracing::info!("second signal: delay cut short"),
+        }
+    }
+    tracing::info!(grace = %humantime::format_duration(args.shutdown_grace),
+        "shutting down: finishing in-flight requests");
     let drained = running
         .shutdown(args.shutdown_grace)
         .await
@@ -301,21 +314,32 @@ async fn start_refresher(
     }))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
+/// SIGTERM and SIGINT, registered once at start: a signal that arrives while the process is
+/// still starting is then a clean shutdown, not the default action (exit without draining).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        match (&mut self.term, &mut self.int) {
+            (Some(term), Some(int)) => tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM"),
                 _ = int.recv() => tracing::info!("SIGINT"),
-            }
-        }
-        _ => {
+            },
             // Without signal handlers the process can still be killed; wait on Ctrl-C alone.
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

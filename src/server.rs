@@ -263,6 +263,12 @@ impl Running {
         }
     }
 
+    /// Reports unready while still serving: the first step of a shutdown, so endpoints drop
+    /// the pod before it stops accepting.
+    pub fn set_unready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
     /// Stops accepting, reports unready, lets in-flight requests finish within `grace`.
     pub async fn shutdown(self, grace: Duration) -> Result<(), ServeError> {
         self.ready.store(false, Ordering::SeqCst);

@@ -71,12 +71,21 @@ impl Proc {
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; then reads its last lines.
     fn terminate(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
         assert!(killed.success());
+    }
+
+    /// Waits (bounded) for the process to exit; then reads its last lines.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
@@ -183,6 +192,59 @@ async fn binary_serves_with_env_config_and_stops_on_sigterm() {
         !logs.contains("fake-token-"),
         "a token reached the logs:\n{logs}"
     );
+}
+
+/// `--shutdown-delay`: at SIGTERM /readyz fails at once, /mutate keeps answering until the
+/// delay ends, then the process drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_keeps_answering_while_unready_during_the_shutdown_delay() {
+    install_crypto();
+    let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(BIN);
+    clean_aws_env(&mut cmd)
+        .arg("serve")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR", dir.path())
+        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
+        .env("ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY", "4s")
+        .env("AWS_ENDPOINT_URL_ECR", &ecr.url)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret");
+    let mut proc = Proc::spawn(&mut cmd);
+    let serving = proc.wait_for("serving");
+    let addr = addr_of(serving["addr"].as_str().expect("addr"));
+    let metrics_addr = addr_of(serving["metrics_addr"].as_str().expect("metrics_addr"));
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).expect("self-signed CA written");
+    let client = https_client(&ca);
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let review = fixture("argocd-repository-update-touch.json").to_string();
+
+    proc.sigterm();
+    let readyz = format!("http://{metrics_addr}/readyz");
+    until(
+        "/readyz fails after SIGTERM",
+        Duration::from_secs(3),
+        async || matches!(reqwest::get(&readyz).await, Ok(r) if r.status().as_u16() == 503),
+    )
+    .await;
+    // Still unready, still answering: the API server may call until endpoints drop the pod.
+    let (status, resp, text) = post_review(&client, &base, &review, "5s").await;
+    assert_eq!(status.as_u16(), 200, "{text}");
+    assert_eq!(resp["response"]["allowed"], true, "{text}");
+    let status = proc.wait_exit();
+    assert!(status.success(), "{status}");
+    let logs = proc.seen.join("\n");
+    let unready = logs
+        .find("still answering until the delay ends")
+        .expect("delay logged");
+    let draining = logs
+        .find("finishing in-flight requests")
+        .expect("drain logged");
+    assert!(unready < draining, "{logs}");
+    assert!(logs.contains("\"delay\":\"4s\""), "{logs}");
 }
 
 #[test]
