@@ -163,6 +163,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_role_arns: Vec<String>,
+    /// Namespaced mode: the refresher lists opted-in secrets only in these namespaces
+    /// (comma-separated names), so it needs RBAC on secrets and events only there. Empty: all
+    /// namespaces (a cluster-wide list).
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub secret_namespaces: Vec<String>,
     /// First pause after a failed ECR call before ECR is asked again (doubles up to 1m).
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_ECR_BACKOFF", default_value = "2s", value_parser = duration)]
     pub ecr_backoff: Duration,
@@ -208,6 +217,17 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The namespaced mode's namespaces, trimmed, without blanks or repeats.
+    pub fn secret_namespaces(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for ns in self.secret_namespaces.iter().map(|s| s.trim()) {
+            if !ns.is_empty() && !out.iter().any(|o| o == ns) {
+                out.push(ns.to_string());
+            }
+        }
+        out
+    }
+
     pub fn policy(&self) -> Result<Policy, String> {
         let patterns = |v: &[String]| -> Vec<Pattern> {
             v.iter()
@@ -278,6 +298,10 @@ mod tests {
         let p = s.policy().unwrap();
         assert!(p.check_namespace("x").is_ok());
         assert!(p.role_arns.is_empty());
+        assert!(
+            s.secret_namespaces().is_empty(),
+            "all namespaces by default"
+        );
         assert_eq!(cli.log.log_format, LogFormat::Json);
     }
 
@@ -298,6 +322,8 @@ mod tests {
             "123456789012:us-*,210987654321",
             "--failure-mode",
             "closed",
+            "--secret-namespaces",
+            " argocd,,team-a,argocd ",
         ])
         .unwrap();
         let Command::Serve(s) = cli.command else {
@@ -307,6 +333,7 @@ mod tests {
         assert_eq!(s.allowed_namespaces, ["argocd", "team-*"]);
         assert_eq!(s.policy().unwrap().registries.len(), 2);
         assert_eq!(s.failure_mode, FailureMode::Closed);
+        assert_eq!(s.secret_namespaces(), ["argocd", "team-a"]);
     }
 
     #[test]

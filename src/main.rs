@@ -304,7 +304,13 @@ async fn start_refresher(
         retry_base: std::time::Duration::from_secs(10),
         retry_max: std::time::Duration::from_secs(600),
         policy,
+        namespaces: args.secret_namespaces(),
     };
+    if cfg.namespaces.is_empty() {
+        tracing::info!("refresher lists opted-in secrets in all namespaces");
+    } else {
+        tracing::info!(namespaces = %cfg.namespaces.join(","), "refresher lists opted-in secrets in these namespaces only");
+    }
     let refresher = Refresher::new(client, cfg, metrics);
     Some(tokio::spawn(async move {
         refresher.run(leading, stopped).await;

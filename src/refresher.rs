@@ -38,6 +38,9 @@ pub struct RefresherConfig {
     pub retry_max: Duration,
     /// Namespaces outside the policy are not touched.
     pub policy: Policy,
+    /// Namespaced mode: list only in these namespaces (one list each), so RBAC can grant
+    /// secrets and events per namespace. Empty: one cluster-wide list.
+    pub namespaces: Vec<String>,
 }
 
 impl RefresherConfig {
@@ -153,53 +156,64 @@ impl Refresher {
 
     /// One pass over every opted-in secret: list (paginated), decide, touch the due ones.
     pub async fn pass(&mut self) -> Result<PassStats, Error> {
-        let api: Api<Secret> = Api::all(self.client.clone());
+        let scopes: Vec<Api<Secret>> = if self.cfg.namespaces.is_empty() {
+            vec![Api::all(self.client.clone())]
+        } else {
+            self.cfg
+                .namespaces
+                .iter()
+                .map(|ns| Api::namespaced(self.client.clone(), ns))
+                .collect()
+        };
         let selector = format!("{INJECT_LABEL}=true");
         let mut stats = PassStats::default();
         let mut due_list = Vec::new();
         let mut earliest: Option<SystemTime> = None;
         let now = SystemTime::now();
-        let mut continue_token: Option<String> = None;
-        loop {
-            let mut lp = ListParams::default()
-                .labels(&selector)
-                .limit(self.cfg.page_size);
-            lp = match &continue_token {
-                Some(token) => lp.continue_token(token),
-                // The first page may come from the API server's cache: a slightly stale view
-                // delays a touch by one pass at most, and the touch itself is a real write.
-                None => lp.match_any(),
-            };
-            let page = api.list_metadata(&lp).await?;
-            stats.pages += 1;
-            for item in &page.items {
-                let meta = &item.metadata;
-                let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref())
-                else {
-                    continue;
+        for api in &scopes {
+            let mut continue_token: Option<String> = None;
+            loop {
+                let mut lp = ListParams::default()
+                    .labels(&selector)
+                    .limit(self.cfg.page_size);
+                lp = match &continue_token {
+                    Some(token) => lp.continue_token(token),
+                    // The first page may come from the API server's cache: a slightly stale view
+                    // delays a touch by one pass at most, and the touch itself is a real write.
+                    None => lp.match_any(),
                 };
-                if self.cfg.policy.check_namespace(ns).is_err() {
-                    continue;
+                let page = api.list_metadata(&lp).await?;
+                stats.pages += 1;
+                for item in &page.items {
+                    let meta = &item.metadata;
+                    let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref())
+                    else {
+                        continue;
+                    };
+                    if self.cfg.policy.check_namespace(ns).is_err() {
+                        continue;
+                    }
+                    stats.seen += 1;
+                    let annotations = meta.annotations.as_ref();
+                    if let Some(t) = annotations
+                        .and_then(|a| a.get(crate::secret::EXPIRES_AT_ANNOTATION))
+                        .and_then(|v| parse_rfc3339(v))
+                    {
+                        earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                    }
+                    let uid = meta.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
+                    let offset = refresh::spread(&uid, self.cfg.spread_window);
+                    let due =
+                        refresh::due(annotations, now, self.cfg.margin.saturating_sub(offset));
+                    if due.is_due() {
+                        stats.due += 1;
+                        due_list.push((ns.to_string(), name.to_string(), uid, due));
+                    }
                 }
-                stats.seen += 1;
-                let annotations = meta.annotations.as_ref();
-                if let Some(t) = annotations
-                    .and_then(|a| a.get(crate::secret::EXPIRES_AT_ANNOTATION))
-                    .and_then(|v| parse_rfc3339(v))
-                {
-                    earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                continue_token = page.metadata.continue_.filter(|c| !c.is_empty());
+                if continue_token.is_none() {
+                    break;
                 }
-                let uid = meta.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
-                let offset = refresh::spread(&uid, self.cfg.spread_window);
-                let due = refresh::due(annotations, now, self.cfg.margin.saturating_sub(offset));
-                if due.is_due() {
-                    stats.due += 1;
-                    due_list.push((ns.to_string(), name.to_string(), uid, due));
-                }
-            }
-            continue_token = page.metadata.continue_.filter(|c| !c.is_empty());
-            if continue_token.is_none() {
-                break;
             }
         }
 

@@ -45,6 +45,7 @@ fn config() -> RefresherConfig {
         retry_base: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
         policy: Policy::default(),
+        namespaces: Vec::new(),
     }
 }
 
@@ -73,6 +74,33 @@ impl Setup {
         let s = self.kube.secret(ns, name)?;
         parse_rfc3339(s["metadata"]["annotations"]["ecr-token-webhook/expires-at"].as_str()?)
     }
+}
+
+/// Namespaced mode: one list per named namespace, never a cluster-wide one, and secrets
+/// elsewhere are neither counted nor touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_mode_lists_and_touches_only_its_namespaces() {
+    let s = setup().await;
+    for (name, ns) in [("a", "argocd"), ("b", "apps"), ("c", "elsewhere")] {
+        s.kube.seed(argo(name, ns, None, true));
+    }
+    let cfg = RefresherConfig {
+        namespaces: vec!["argocd".into(), "apps".into()],
+        ..config()
+    };
+    let stats = s.refresher(cfg).pass().await.expect("pass");
+    assert_eq!((stats.seen, stats.took), (2, 2), "{stats:?}");
+    assert_eq!(s.kube.cluster_lists(), 0, "no cluster-wide list");
+    assert_eq!(s.kube.lists(), 2, "one list per namespace");
+    assert!(s.expires("argocd", "a").is_some());
+    assert!(s.expires("apps", "b").is_some());
+    let other = s.kube.secret("elsewhere", "c").unwrap();
+    assert!(
+        other["metadata"]["annotations"]
+            .get("ecr-token-webhook/touched-at")
+            .is_none(),
+        "outside the namespaced mode's namespaces"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,8 @@ struct Store {
     /// Every patch of a secret: (namespace, name, when).
     patches: Vec<(String, String, Instant)>,
     lists: usize,
+    /// Lists across all namespaces (`/api/v1/secrets`), which namespaced RBAC would refuse.
+    cluster_lists: usize,
     requests: usize,
 }
 
@@ -177,6 +179,10 @@ impl FakeKube {
     /// List requests served (one per page).
     pub fn lists(&self) -> usize {
         self.state.store.lock().unwrap().lists
+    }
+
+    pub fn cluster_lists(&self) -> usize {
+        self.state.store.lock().unwrap().cluster_lists
     }
 
     pub fn requests(&self) -> usize {
@@ -339,6 +345,9 @@ fn list(
     let mut store = s.store.lock().unwrap();
     store.requests += 1;
     store.lists += 1;
+    if ns.is_none() {
+        store.cluster_lists += 1;
+    }
     let start: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
     let limit: usize = q
         .get("limit")
