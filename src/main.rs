@@ -11,7 +11,7 @@ use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::metrics::Metrics;
 use ecr_token_webhook::policy::Policy;
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
-use ecr_token_webhook::selfmanaged::{Material, SelfManaged, SelfManagedConfig};
+use ecr_token_webhook::selfmanaged::{Check, Material, SelfManaged, SelfManagedConfig};
 use ecr_token_webhook::server::{self, Listen};
 use ecr_token_webhook::tls;
 use ecr_token_webhook::token::{CacheConfig, TokenCache};
@@ -97,10 +97,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     } else {
         None
     };
+    let metrics = Arc::new(Metrics::default());
     let mut reloader = None;
     let mut self_managed = None;
     let tls_config = if let Some(kube) = kube.clone().filter(|_| args.tls_self_managed) {
-        let (sm, material) = start_self_managed(&args, kube).await?;
+        let (sm, material) = start_self_managed(&args, kube, &metrics).await?;
+        metrics.set_tls_not_after(material.not_after);
         let config = material.server_config();
         self_managed = Some((sm, material));
         config
@@ -113,12 +115,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         let generated = tls::generate(&names, std::time::Duration::from_secs(7 * 24 * 3600))
             .map_err(|e| e.to_string())?;
         tls::write_dir(&dir, &generated).map_err(|e| e.to_string())?;
+        if let Ok(t) = tls::not_after(generated.cert_pem.as_bytes(), "self-signed") {
+            metrics.set_tls_not_after(t);
+        }
         tracing::info!(ca = %dir.join("ca.crt").display(), "self-signed TLS: trust this CA to call the webhook");
         tls::server_config(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes(), "self-signed")
     } else {
         match (&args.tls_cert_file, &args.tls_key_file) {
             (Some(cert), Some(key)) => {
-                reloader = Some(tls::Reloader::new(cert, key));
+                let r = tls::Reloader::new(cert, key);
+                if let Some(t) = r.not_after() {
+                    metrics.set_tls_not_after(t);
+                }
+                reloader = Some(r);
                 tls::load_files(cert, key)
             }
             _ => return Err("--tls-cert-file and --tls-key-file, --tls-self-signed or --tls-self-managed is required".into()),
@@ -126,7 +135,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
 
-    let metrics = Arc::new(Metrics::default());
     let source = Arc::new(EcrTokenSource::new(load_sdk_config().await));
     let cache_config = CacheConfig {
         refresh_margin: args.refresh_margin,
@@ -226,6 +234,7 @@ async fn kube_client(args: &ServeArgs) -> Result<(kube::Client, String), String>
 async fn start_self_managed(
     args: &ServeArgs,
     kube: Result<(kube::Client, String), String>,
+    metrics: &Metrics,
 ) -> Result<(SelfManaged, Material), String> {
     let (client, namespace) = kube.map_err(|e| format!("--tls-self-managed: {e}"))?;
     let names = tls::service_names(&args.service, &namespace);
@@ -239,10 +248,17 @@ async fn start_self_managed(
     tracing::info!(secret = %cfg.secret_name, namespace = %cfg.namespace,
         webhook_config = %cfg.webhook_config_name, names = %cfg.names.join(","), "self-managed TLS");
     let sm = SelfManaged::new(client, cfg);
-    let material = sm
-        .ensure()
-        .await
-        .map_err(|e| format!("--tls-self-managed: {e}"))?;
+    let material = match sm.ensure().await {
+        Ok(Check::Current(m)) => m,
+        // Serving the stored pair beats a crash loop; the maintainer retries the renewal.
+        Ok(Check::Stale { material, error }) => {
+            metrics.tls_renewal("failed");
+            tracing::warn!(error = %error, not_after = %ecr_token_webhook::time::rfc3339(material.not_after),
+                "cannot store the renewed certificate; serving the stored one, which is still valid, and retrying");
+            material
+        }
+        Err(e) => return Err(format!("--tls-self-managed: nothing valid to serve: {e}")),
+    };
     // The configuration may not exist yet (it is often applied after the Deployment); the
     // maintainer keeps trying, and failurePolicy Ignore covers the gap.
     if let Err(e) = sm.inject_ca_bundle(&material).await {

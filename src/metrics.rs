@@ -45,6 +45,8 @@ pub struct Metrics {
     cache_lookups: Family<CacheLabels, Counter>,
     token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     tls_reloads: Family<OutcomeLabels, Counter>,
+    tls_renewals: Family<OutcomeLabels, Counter>,
+    tls_not_after: Gauge<f64, AtomicU64>,
     touches: Family<OutcomeLabels, Counter>,
     secrets_seen: Gauge,
     secrets_due: Gauge,
@@ -103,6 +105,18 @@ impl Default for Metrics {
             "Changes of the TLS certificate files: reloaded, or refused (the old pair stays)",
             tls_reloads.clone(),
         );
+        let tls_renewals = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "tls_renewals",
+            "Self-managed TLS checks that failed (the stored pair stays in service while valid)",
+            tls_renewals.clone(),
+        );
+        let tls_not_after = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate in use expires (Unix time)",
+            tls_not_after.clone(),
+        );
         let touches = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "refresh_touches",
@@ -148,6 +162,8 @@ impl Default for Metrics {
             last_pass,
             leader,
             tls_reloads,
+            tls_renewals,
+            tls_not_after,
             admission_requests,
             admission_duration,
             ecr_requests,
@@ -211,6 +227,20 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         self.last_pass.set(now.as_secs_f64());
+    }
+
+    pub fn tls_renewal(&self, outcome: &'static str) {
+        self.tls_renewals
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn set_tls_not_after(&self, t: std::time::SystemTime) {
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.tls_not_after.set(secs);
     }
 
     pub fn tls_reload(&self, outcome: &'static str) {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine;
@@ -14,12 +14,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
 
 use crate::metrics::Metrics;
-use crate::time::{parse_rfc3339, rfc3339};
+use crate::time::rfc3339;
 use crate::tls::{self, TlsError};
 
 pub const NOT_AFTER_ANNOTATION: &str = "ecr-token-webhook/tls-not-after";
@@ -36,11 +35,15 @@ pub struct SelfManagedConfig {
     /// Renew the serving certificate when less than this is left.
     pub renew_before: Duration,
     pub check_interval: Duration,
+    /// After a failed check or renewal: first retry, doubling up to the most.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
 }
 
 impl Default for SelfManagedConfig {
     /// A ten-year CA, so the caBundle seldom changes; a one-year serving certificate renewed
-    /// with 30 days left; checked every minute, which also repairs an overwritten caBundle.
+    /// with 30 days left; checked every minute, which also repairs an overwritten caBundle;
+    /// failures retried after 5 s, doubling to 5 minutes.
     fn default() -> Self {
         const DAY: u64 = 86_400;
         SelfManagedConfig {
@@ -52,12 +55,20 @@ impl Default for SelfManagedConfig {
             cert_validity: Duration::from_secs(365 * DAY),
             renew_before: Duration::from_secs(30 * DAY),
             check_interval: Duration::from_secs(60),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelfManagedError {
+    #[error(
+        "Secret {namespace}/{name} not found: the install ships it empty and the webhook fills it \
+         in (it may not create Secrets); create it with `kubectl -n {namespace} create secret \
+         generic {name} --type=kubernetes.io/tls --from-literal=tls.crt= --from-literal=tls.key=`"
+    )]
+    Missing { namespace: String, name: String },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] Error),
     #[error(transparent)]
@@ -71,7 +82,37 @@ pub struct Material {
     pub ca_key_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The serving certificate's own notAfter.
     pub not_after: SystemTime,
+}
+
+/// What a check of the stored pair found.
+#[derive(Debug)]
+pub enum Check {
+    /// Good for longer than the renewal threshold: as stored, or renewed and stored now.
+    Current(Material),
+    /// Renewal is due but could not be stored; the stored pair is still valid and is served
+    /// until it can be replaced.
+    Stale {
+        material: Material,
+        error: SelfManagedError,
+    },
+}
+
+impl Check {
+    pub fn material(&self) -> &Material {
+        match self {
+            Check::Current(m) | Check::Stale { material: m, .. } => m,
+        }
+    }
+}
+
+fn text(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()?
+        .get(key)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .filter(|t| !t.trim().is_empty())
 }
 
 impl Material {
@@ -87,23 +128,16 @@ impl Material {
         )
     }
 
+    /// The stored pair, with its expiry read from the certificate itself. None when the
+    /// Secret is empty (as the install ships it) or holds something unreadable.
     fn from_secret(s: &Secret) -> Option<Material> {
-        let data = s.data.as_ref()?;
-        let text = |k: &str| {
-            data.get(k)
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        };
-        let not_after = s
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(NOT_AFTER_ANNOTATION))
-            .and_then(|v| parse_rfc3339(v))?;
+        let cert_pem = text(s, "tls.crt")?;
+        let not_after = tls::not_after(cert_pem.as_bytes(), "stored tls.crt").ok()?;
         Some(Material {
-            ca_cert_pem: text("ca.crt")?,
-            ca_key_pem: text("ca.key")?,
-            cert_pem: text("tls.crt")?,
-            key_pem: text("tls.key")?,
+            ca_cert_pem: text(s, "ca.crt")?,
+            ca_key_pem: text(s, "ca.key")?,
+            cert_pem,
+            key_pem: text(s, "tls.key")?,
             not_after,
         })
     }
@@ -121,21 +155,29 @@ impl Material {
     }
 }
 
+/// The stored CA (certificate and key), if it outlives a new serving certificate: a leaf must
+/// not outlive its issuer, so a CA that would is replaced (and the caBundle with it).
+fn reusable_ca(s: &Secret, leaf_until: SystemTime) -> Option<(String, String)> {
+    let cert = text(s, "ca.crt")?;
+    let key = text(s, "ca.key")?;
+    let until = tls::not_after(cert.as_bytes(), "stored ca.crt").ok()?;
+    (until > leaf_until).then_some((cert, key))
+}
+
 pub struct SelfManaged {
     client: Client,
     cfg: SelfManagedConfig,
 }
 
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
-
 fn is_conflict(e: &Error) -> bool {
     matches!(e, Error::Api(s) if s.code == 409)
+}
+
+/// Pause before the next attempt after `failures` failed ones in a row: doubling from `base`,
+/// at most `max`.
+pub fn retry_delay(failures: u32, base: Duration, max: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings).min(max)
 }
 
 impl SelfManaged {
@@ -147,97 +189,97 @@ impl SelfManaged {
         Api::namespaced(self.client.clone(), &self.cfg.namespace)
     }
 
-    /// A pair that is usable for longer than the renewal threshold: the stored one, a renewed
-    /// leaf under the stored CA, or a new CA and leaf. Stored before it is returned.
-    pub async fn ensure(&self) -> Result<Material, SelfManagedError> {
-        // Two rounds: a lost race re-reads and adopts the winner's pair.
-        for _ in 0..2 {
-            let current = self.secrets().get_opt(&self.cfg.secret_name).await?;
-            let stored = current.as_ref().and_then(Material::from_secret);
-            let now = SystemTime::now();
-            // Whole seconds: the annotation keeps no more, and a replica reading it back must
-            // see the same Material.
-            let not_after = whole_seconds(now + self.cfg.cert_validity);
-            if let Some(m) = &stored
-                && m.not_after > now + self.cfg.renew_before
-            {
-                return Ok(m.clone());
-            }
-            let fresh = match &stored {
-                Some(m) => {
-                    let (cert_pem, key_pem) =
-                        tls::sign_leaf(&m.ca_key_pem, &self.cfg.names, self.cfg.cert_validity)?;
-                    tracing::info!(secret = %self.cfg.secret_name, "renewing the serving certificate under the existing CA");
-                    Material {
-                        cert_pem,
-                        key_pem,
-                        not_after,
-                        ..m.clone()
-                    }
-                }
-                None => {
-                    let (ca_cert_pem, ca_key_pem) = tls::generate_ca(self.cfg.ca_validity)?;
-                    let (cert_pem, key_pem) =
-                        tls::sign_leaf(&ca_key_pem, &self.cfg.names, self.cfg.cert_validity)?;
-                    tracing::info!(secret = %self.cfg.secret_name, "generated a CA and serving certificate");
-                    Material {
-                        ca_cert_pem,
-                        ca_key_pem,
-                        cert_pem,
-                        key_pem,
-                        not_after,
-                    }
-                }
-            };
-            match self.store(current, &fresh).await {
-                Ok(()) => return Ok(fresh),
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Lost twice: whatever is stored now is the most recent winner's.
-        let s = self.secrets().get(&self.cfg.secret_name).await?;
-        Material::from_secret(&s).ok_or_else(|| {
-            SelfManagedError::Tls(TlsError::NoCertificate {
-                what: format!("secret {}", self.cfg.secret_name),
+    async fn read(&self) -> Result<Secret, SelfManagedError> {
+        self.secrets()
+            .get_opt(&self.cfg.secret_name)
+            .await?
+            .ok_or_else(|| SelfManagedError::Missing {
+                namespace: self.cfg.namespace.clone(),
+                name: self.cfg.secret_name.clone(),
             })
+    }
+
+    /// A new serving certificate: under the stored CA when it outlives the certificate,
+    /// otherwise under a new CA.
+    fn fresh(&self, current: &Secret) -> Result<Material, TlsError> {
+        let leaf_until = SystemTime::now() + self.cfg.cert_validity;
+        let (ca_cert_pem, ca_key_pem) = match reusable_ca(current, leaf_until) {
+            Some(ca) => {
+                tracing::info!(secret = %self.cfg.secret_name, "renewing the serving certificate under the existing CA");
+                ca
+            }
+            None => {
+                tracing::info!(secret = %self.cfg.secret_name, "generating a CA and serving certificate");
+                tls::generate_ca(self.cfg.ca_validity)?
+            }
+        };
+        let (cert_pem, key_pem) =
+            tls::sign_leaf(&ca_key_pem, &self.cfg.names, self.cfg.cert_validity)?;
+        let not_after = tls::not_after(cert_pem.as_bytes(), "new serving certificate")?;
+        Ok(Material {
+            ca_cert_pem,
+            ca_key_pem,
+            cert_pem,
+            key_pem,
+            not_after,
         })
     }
 
-    async fn store(&self, current: Option<Secret>, m: &Material) -> Result<(), Error> {
-        let mut annotations = BTreeMap::new();
-        annotations.insert(NOT_AFTER_ANNOTATION.to_string(), rfc3339(m.not_after));
-        match current {
-            Some(mut s) => {
-                s.data = Some(m.data());
-                s.metadata
-                    .annotations
-                    .get_or_insert_with(BTreeMap::new)
-                    .extend(annotations);
-                // Replace sends the resourceVersion read: a concurrent writer makes this a 409.
-                self.secrets()
-                    .replace(&self.cfg.secret_name, &PostParams::default(), &s)
-                    .await
-                    .map(|_| ())
+    /// Reads the stored pair and renews it when less than the renewal threshold is left
+    /// (judged from the certificate itself). A renewal that cannot be stored leaves the stored
+    /// pair in service while it is valid ([`Check::Stale`]); an error means there is nothing
+    /// valid to serve.
+    pub async fn ensure(&self) -> Result<Check, SelfManagedError> {
+        // Two rounds: a lost race re-reads and adopts the winner's pair.
+        for _ in 0..2 {
+            let current = self.read().await?;
+            let stored = Material::from_secret(&current);
+            let now = SystemTime::now();
+            if let Some(m) = &stored
+                && m.not_after > now + self.cfg.renew_before
+            {
+                return Ok(Check::Current(m.clone()));
             }
-            None => {
-                let s = Secret {
-                    metadata: ObjectMeta {
-                        name: Some(self.cfg.secret_name.clone()),
-                        namespace: Some(self.cfg.namespace.clone()),
-                        annotations: Some(annotations),
-                        ..ObjectMeta::default()
-                    },
-                    type_: Some("kubernetes.io/tls".into()),
-                    data: Some(m.data()),
-                    ..Secret::default()
-                };
-                self.secrets()
-                    .create(&PostParams::default(), &s)
-                    .await
-                    .map(|_| ())
+            let fresh = self.fresh(&current)?;
+            match self.store(current, &fresh).await {
+                Ok(()) => return Ok(Check::Current(fresh)),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => {
+                    return match stored {
+                        Some(material) if material.not_after > now => Ok(Check::Stale {
+                            material,
+                            error: e.into(),
+                        }),
+                        _ => Err(e.into()),
+                    };
+                }
             }
         }
+        // Lost twice: whatever is stored now is the most recent winner's.
+        Material::from_secret(&self.read().await?)
+            .filter(|m| m.not_after > SystemTime::now())
+            .map(Check::Current)
+            .ok_or_else(|| {
+                SelfManagedError::Tls(TlsError::NoCertificate {
+                    what: format!("secret {}", self.cfg.secret_name),
+                })
+            })
+    }
+
+    /// Writes the pair into the Secret read as `current` (PUT with its resourceVersion: a
+    /// concurrent writer makes this a 409). The Secret is never created here.
+    async fn store(&self, mut current: Secret, m: &Material) -> Result<(), Error> {
+        current.data = Some(m.data());
+        // For people reading the Secret; renewal reads the certificate itself.
+        current
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(NOT_AFTER_ANNOTATION.to_string(), rfc3339(m.not_after));
+        self.secrets()
+            .replace(&self.cfg.secret_name, &PostParams::default(), &current)
+            .await
+            .map(|_| ())
     }
 
     /// Writes the CA into every webhook of the configuration whose `caBundle` differs.
@@ -275,7 +317,8 @@ impl SelfManaged {
     }
 
     /// Keeps the served pair and the caBundle current: renews before expiry, adopts a pair
-    /// another replica stored, and re-injects the bundle if something overwrote it.
+    /// another replica stored, and re-injects the bundle if something overwrote it. A renewal
+    /// that cannot be stored is retried with back-off while the current pair stays in service.
     pub fn spawn_maintainer(
         self,
         tls: RustlsConfig,
@@ -283,13 +326,46 @@ impl SelfManaged {
         metrics: Arc<Metrics>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut failures = 0u32;
             loop {
-                tokio::time::sleep(self.cfg.check_interval).await;
-                match self.ensure().await {
-                    Ok(m) if m != current => match m.server_config() {
+                let wait = match failures {
+                    0 => self.cfg.check_interval,
+                    n => retry_delay(n, self.cfg.retry_base, self.cfg.retry_max),
+                };
+                tokio::time::sleep(wait).await;
+                let found = match self.ensure().await {
+                    Ok(Check::Current(m)) => {
+                        if failures > 0 {
+                            tracing::info!(
+                                failures,
+                                "self-managed certificate checked again after failures"
+                            );
+                        }
+                        failures = 0;
+                        Some(m)
+                    }
+                    Ok(Check::Stale { material, error }) => {
+                        failures += 1;
+                        metrics.tls_renewal("failed");
+                        tracing::warn!(error = %error, failures,
+                            not_after = %rfc3339(material.not_after),
+                            retry_in = %humantime::format_duration(retry_delay(failures, self.cfg.retry_base, self.cfg.retry_max)),
+                            "cannot store the renewed certificate; the stored one stays in service until it expires");
+                        Some(material)
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        metrics.tls_renewal("failed");
+                        tracing::warn!(error = %e, failures, "cannot check the self-managed certificate; the current one stays in service");
+                        None
+                    }
+                };
+                match found {
+                    Some(m) if m != current => match m.server_config() {
                         Ok(config) => {
                             tls.reload_from_config(config);
                             metrics.tls_reload("reloaded");
+                            metrics.set_tls_not_after(m.not_after);
                             tracing::info!(not_after = %rfc3339(m.not_after), "serving the renewed certificate");
                             current = m;
                         }
@@ -298,15 +374,27 @@ impl SelfManaged {
                             tracing::warn!(error = %e, "stored pair refused; the current one stays in service");
                         }
                     },
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot check the self-managed certificate")
-                    }
+                    _ => {}
                 }
                 if let Err(e) = self.inject_ca_bundle(&current).await {
                     tracing::warn!(error = %e, config = %self.cfg.webhook_config_name, "cannot inject caBundle");
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_doubling_to_a_cap() {
+        let (base, max) = (Duration::from_secs(5), Duration::from_secs(300));
+        let got: Vec<u64> = (1..=9)
+            .map(|n| retry_delay(n, base, max).as_secs())
+            .collect();
+        assert_eq!(got, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX, base, max), max);
     }
 }

@@ -233,6 +233,9 @@ pub fn spawn_tls_reloader(
                 Reload::Unchanged => {}
                 Reload::Reloaded(config) => {
                     tls.reload_from_config(config);
+                    if let Some(t) = reloader.not_after() {
+                        metrics.set_tls_not_after(t);
+                    }
                     last_refusal = None;
                     metrics.tls_reload("reloaded");
                     tracing::info!("reloaded TLS certificate");

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -35,6 +35,22 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("invalid DNS name or IP {0:?}")]
     Name(String),
+    #[error("{what}: not a readable X.509 certificate")]
+    Unreadable { what: String },
+}
+
+/// The notAfter of the first certificate in `cert_pem`: when the certificate itself expires,
+/// whatever any annotation or file name says.
+pub fn not_after(cert_pem: &[u8], what: &str) -> Result<SystemTime, TlsError> {
+    let der = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| TlsError::NoCertificate { what: what.into() })?;
+    let unreadable = || TlsError::Unreadable { what: what.into() };
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| unreadable())?;
+    let secs = cert.validity().not_after.timestamp();
+    let secs = u64::try_from(secs).map_err(|_| unreadable())?;
+    Ok(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// A rustls server config from PEM bytes, offering HTTP/2 and HTTP/1.1.
@@ -249,6 +265,11 @@ impl Reloader {
         }
     }
 
+    /// The expiry of the certificate last read (the one in service unless it was refused).
+    pub fn not_after(&self) -> Option<SystemTime> {
+        not_after(&self.last.0, "TLS certificate").ok()
+    }
+
     /// Reads both files; returns a new server config when they changed and form a valid pair.
     pub fn poll(&mut self) -> Reload {
         let read = |p: &Path| {
@@ -277,6 +298,29 @@ impl Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_certificates_own_expiry() {
+        let (ca, _) = generate_ca(Duration::from_secs(86_400)).unwrap();
+        let got = not_after(ca.as_bytes(), "ca").unwrap();
+        let want = SystemTime::now() + Duration::from_secs(86_400);
+        let off = got
+            .duration_since(want)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap();
+        assert!(off < Duration::from_secs(120), "{off:?}");
+        for (bad, want) in [
+            ("", "no PEM certificate"),
+            ("not pem", "no PEM certificate"),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "not a readable X.509 certificate",
+            ),
+        ] {
+            let e = not_after(bad.as_bytes(), "x").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn generated_pair_loads_and_mismatch_is_refused() {

@@ -372,16 +372,33 @@ async fn binary_self_managed_tls_stores_its_pair_and_injects_the_ca() {
         ),
     )
     .expect("kubeconfig");
-    let mut cmd = Command::new(BIN);
-    clean_aws_env(&mut cmd)
-        .arg("serve")
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("POD_NAMESPACE")
-        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED", "true")
-        .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
-        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
-        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0");
-    let mut proc = Proc::spawn(&mut cmd);
+    let command = || {
+        let mut cmd = Command::new(BIN);
+        clean_aws_env(&mut cmd)
+            .arg("serve")
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .env("ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED", "true")
+            .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
+            .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+            .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0");
+        cmd
+    };
+    // Without the Secret the install ships, there is nothing to serve: exit with what to do.
+    let out = command().output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nothing valid to serve")
+            && stderr.contains("tools/ecr-token-webhook-self-managed-tls not found"),
+        "{stderr}"
+    );
+    kube.seed(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "ecr-token-webhook-self-managed-tls", "namespace": "tools"},
+        "data": {"tls.crt": "", "tls.key": ""}}),
+    );
+    let mut proc = Proc::spawn(&mut command());
     let serving = proc.wait_for("serving");
     let addr = addr_of(serving["addr"].as_str().expect("addr"));
 

@@ -29,6 +29,8 @@ struct Store {
     events: Vec<Value>,
     /// Status code to answer instead of patching, per secret.
     patch_faults: HashMap<Key, u16>,
+    /// Status code to answer instead of replacing (PUT), per secret.
+    replace_faults: HashMap<Key, u16>,
     /// Every patch of a secret: (namespace, name, when).
     patches: Vec<(String, String, Instant)>,
     lists: usize,
@@ -166,6 +168,16 @@ impl FakeKube {
             .unwrap()
             .patch_faults
             .insert((ns.to_string(), name.to_string()), code);
+    }
+
+    /// Makes PUTs of this secret fail with `code` (None: succeed again).
+    pub fn set_replace_fault(&self, ns: &str, name: &str, code: Option<u16>) {
+        let mut store = self.state.store.lock().unwrap();
+        let key = (ns.to_string(), name.to_string());
+        match code {
+            Some(c) => store.replace_faults.insert(key, c),
+            None => store.replace_faults.remove(&key),
+        };
     }
 
     pub fn events(&self) -> Vec<Value> {
@@ -595,7 +607,17 @@ async fn replace_secret(
         return status(400, "BadRequest", "invalid JSON");
     };
     let key = (ns, name.clone());
-    let Some(old) = s.store.lock().unwrap().secrets.get(&key).cloned() else {
+    let (old, fault) = {
+        let store = s.store.lock().unwrap();
+        (
+            store.secrets.get(&key).cloned(),
+            store.replace_faults.get(&key).copied(),
+        )
+    };
+    if let Some(code) = fault {
+        return status(code, "Forbidden", "secrets is forbidden: cannot update");
+    }
+    let Some(old) = old else {
         return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
     };
     if obj["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
