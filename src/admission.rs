@@ -9,6 +9,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use tracing::Instrument;
 
+use crate::logging;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::secret::{self, SecretView};
@@ -125,7 +126,8 @@ impl Webhook {
         let req: AdmissionRequest<DynamicObject> = review
             .try_into()
             .map_err(|_| BadReview("AdmissionReview has no request".into()))?;
-        let span = tracing::info_span!("admission", uid = %req.uid, namespace = ?req.namespace, name = %req.name);
+        let span = tracing::info_span!("admission", uid = %req.uid,
+            namespace = req.namespace.as_deref().unwrap_or(""), secret = %req.name);
         let (resp, kind, outcome) = self
             .decide(&req, budget, started)
             .instrument(span.clone())
@@ -138,7 +140,8 @@ impl Webhook {
             Outcome::Patched | Outcome::Skipped | Outcome::Ignored => {
                 tracing::debug!(kind, outcome = outcome.label(), took_ms, "answered")
             }
-            _ => tracing::info!(kind, outcome = outcome.label(), took_ms, warnings = ?resp.warnings, "answered"),
+            _ => tracing::info!(kind, outcome = outcome.label(), took_ms,
+                warnings = %logging::list(resp.warnings.as_deref().unwrap_or_default()), "answered"),
         });
         Ok(resp.into_review())
     }

@@ -12,6 +12,7 @@ use aws_sdk_ecr::error::ProvideErrorMetadata;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::text::truncate;
 use crate::token::{Token, TokenError, TokenFuture, TokenKey, TokenSource};
 
 const SESSION_NAME: &str = "ecr-token-webhook";
@@ -77,10 +78,7 @@ impl EcrTokenSource {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| TokenError::Ecr {
-                region: key.region.clone(),
-                message: describe(&e),
-            })?;
+            .map_err(|e| failure(key, &e, &token_files()))?;
         let malformed = |message: &str| TokenError::Malformed {
             region: key.region.clone(),
             message: message.to_string(),
@@ -127,18 +125,95 @@ pub fn decode_token(encoded: &str) -> Result<(String, String), &'static str> {
     }
 }
 
-/// A one-line description of an SDK error: the service's code and message when there is one,
-/// the whole cause chain otherwise (no credentials, connection refused, timeout).
-fn describe<E, R>(err: &aws_sdk_ecr::error::SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    match (err.code(), err.message()) {
-        (Some(code), Some(msg)) => one_line(&format!("{code}: {msg}")),
-        (Some(code), None) => one_line(code),
-        _ => describe_chain(err),
+/// Files the credential chain reads, named by the environment: when credentials fail, one
+/// that cannot be read is the likely reason, and the SDK's own message omits the path.
+pub fn token_files() -> Vec<(&'static str, String)> {
+    [
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    ]
+    .into_iter()
+    .filter_map(|var| Some((var, std::env::var(var).ok().filter(|v| !v.is_empty())?)))
+    .collect()
+}
+
+/// Which step failed, with the service's code and message where there is one: the credential
+/// chain, AssumeRole of the secret's role, or GetAuthorizationToken in the region.
+pub fn failure(
+    key: &TokenKey,
+    err: &(dyn std::error::Error + 'static),
+    files: &[(&'static str, String)],
+) -> TokenError {
+    let layers = chain(err);
+    let credentials = layers
+        .iter()
+        .any(|e| e.is::<aws_credential_types::provider::error::CredentialsError>());
+    if !credentials {
+        let message = service_error(&layers).unwrap_or_else(|| describe_chain(err));
+        return TokenError::Ecr {
+            region: key.region.clone(),
+            message: truncate(&message, MAX_DESCRIPTION),
+        };
     }
+    let mut message = service_error(&layers).unwrap_or_else(|| innermost(&layers));
+    for (var, path) in files {
+        if let Err(e) = std::fs::metadata(path) {
+            message = format!("cannot read {path} ({var}): {e}; {message}");
+        }
+    }
+    match &key.role_arn {
+        // The role is named whole; only the detail is shortened.
+        Some(role_arn) => TokenError::AssumeRole {
+            role_arn: role_arn.clone(),
+            message: truncate(&message, MAX_DESCRIPTION),
+        },
+        None => TokenError::Credentials {
+            message: truncate(&message, MAX_DESCRIPTION),
+        },
+    }
+}
+
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source()).collect()
+}
+
+/// `code: message` from the first layer that is a service error of ECR or STS (AssumeRole,
+/// or AssumeRoleWithWebIdentity for IRSA).
+fn service_error(layers: &[&(dyn std::error::Error + 'static)]) -> Option<String> {
+    use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
+    fn meta(e: &dyn ProvideErrorMetadata) -> Option<String> {
+        match (e.code(), e.message()) {
+            (Some(code), Some(msg)) => Some(one_line(&format!("{code}: {msg}"))),
+            (Some(code), None) => Some(one_line(code)),
+            _ => None,
+        }
+    }
+    layers.iter().find_map(|e| {
+        if let Some(x) = e.downcast_ref::<GetAuthorizationTokenError>() {
+            meta(x)
+        } else if let Some(x) = e.downcast_ref::<AssumeRoleError>() {
+            meta(x)
+        } else if let Some(x) = e.downcast_ref::<AssumeRoleWithWebIdentityError>() {
+            meta(x)
+        } else {
+            None
+        }
+    })
+}
+
+/// The innermost layer with something to say: for credential failures the outer layers are
+/// generic ("dispatch failure", "an error occurred while loading credentials").
+fn innermost(layers: &[&(dyn std::error::Error + 'static)]) -> String {
+    layers
+        .iter()
+        .rev()
+        .map(|e| one_line(&e.to_string()))
+        .find(|t| !t.is_empty() && t != "other")
+        .unwrap_or_else(|| "unknown error".into())
 }
 
 /// Longest description kept: it ends up in an annotation and an admission warning.
@@ -148,27 +223,17 @@ const MAX_DESCRIPTION: usize = 300;
 /// display appends (it can run to kilobytes and carries response headers).
 pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(e) = current {
+    for e in chain(err) {
         let text = one_line(&e.to_string());
         // Many layers repeat their source's text, or add only a generic word.
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) && text != "other" {
             parts.push(text);
         }
-        current = e.source();
     }
-    let Some(innermost) = parts.last() else {
+    if parts.is_empty() {
         return "unknown error".into();
-    };
-    let text = if parts.iter().any(|p| p.contains("credentials")) {
-        format!(
-            "no usable AWS credentials (default chain: environment, profile, web identity, \
-             Pod Identity, instance metadata): {innermost}"
-        )
-    } else {
-        parts.join(": ")
-    };
-    crate::text::truncate(&text, MAX_DESCRIPTION)
+    }
+    truncate(&parts.join(": "), MAX_DESCRIPTION)
 }
 
 fn one_line(s: &str) -> String {
@@ -196,7 +261,7 @@ mod tests {
         }
     }
 
-    fn chain(texts: &[&'static str]) -> Layer {
+    fn layers(texts: &[&'static str]) -> Layer {
         texts
             .iter()
             .rev()
@@ -207,18 +272,6 @@ mod tests {
     #[test]
     fn describes_error_chains_on_one_short_line() {
         let cases: &[(&[&'static str], &str)] = &[
-            (
-                &[
-                    "dispatch failure",
-                    "other",
-                    "an error occurred while loading credentials",
-                    "failed to load IMDS session token",
-                    "service error",
-                    "request forbidden: IMDS is disabled",
-                ],
-                "no usable AWS credentials (default chain: environment, profile, web identity, \
-                 Pod Identity, instance metadata): request forbidden: IMDS is disabled",
-            ),
             (
                 &["dispatch failure", "io error", "connection refused"],
                 "dispatch failure: io error: connection refused",
@@ -231,15 +284,104 @@ mod tests {
             (&[""], "unknown error"),
         ];
         for (texts, want) in cases {
-            assert_eq!(describe_chain(&chain(texts)), *want, "{texts:?}");
+            assert_eq!(describe_chain(&layers(texts)), *want, "{texts:?}");
         }
-        let long = describe_chain(&chain(&[Box::leak("é".repeat(400).into_boxed_str())]));
+        let long = describe_chain(&layers(&[Box::leak("é".repeat(400).into_boxed_str())]));
         assert!(
             long.len() <= MAX_DESCRIPTION + '…'.len_utf8(),
             "{}",
             long.len()
         );
         assert!(long.ends_with('…'));
+    }
+
+    #[derive(Debug)]
+    struct Wrap(&'static str, Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.1.as_ref())
+        }
+    }
+
+    fn credentials_failure(inner: &'static str) -> Wrap {
+        use aws_credential_types::provider::error::CredentialsError;
+        Wrap(
+            "dispatch failure",
+            Box::new(Wrap(
+                "other",
+                Box::new(CredentialsError::provider_error(layers(&[
+                    "failed to load IMDS session token",
+                    inner,
+                ]))),
+            )),
+        )
+    }
+
+    fn key(role: Option<&str>) -> TokenKey {
+        TokenKey {
+            region: "eu-west-1".into(),
+            role_arn: role.map(String::from),
+        }
+    }
+
+    #[test]
+    fn failures_name_the_step_that_failed() {
+        let role = "arn:aws:iam::123456789012:role/team-a/ecr-reader";
+        let missing = "/nonexistent/ecr-token-webhook/token".to_string();
+        type Case = (
+            TokenKey,
+            Box<dyn std::error::Error>,
+            Vec<(&'static str, String)>,
+            String,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                key(None),
+                Box::new(layers(&["dispatch failure", "io error", "connection refused"])),
+                vec![],
+                "GetAuthorizationToken in eu-west-1: dispatch failure: io error: connection refused".into(),
+            ),
+            (
+                key(None),
+                Box::new(credentials_failure("request forbidden: IMDS is disabled")),
+                vec![],
+                "AWS credentials (default chain: environment, profile, web identity, Pod Identity, \
+                 container and instance metadata): request forbidden: IMDS is disabled"
+                    .into(),
+            ),
+            (
+                key(Some(role)),
+                Box::new(credentials_failure("No such file or directory (os error 2)")),
+                vec![("AWS_WEB_IDENTITY_TOKEN_FILE", missing.clone())],
+                format!(
+                    "AssumeRole of {role}: cannot read {missing} (AWS_WEB_IDENTITY_TOKEN_FILE): \
+                     No such file or directory (os error 2); No such file or directory (os error 2)"
+                ),
+            ),
+        ];
+        for (key, err, files, want) in cases {
+            assert_eq!(failure(&key, err.as_ref(), &files).to_string(), want);
+        }
+    }
+
+    #[test]
+    fn a_long_reason_is_shortened_but_never_inside_the_role() {
+        let role = format!("arn:aws:iam::123456789012:role/{}/reader", "p".repeat(200));
+        let detail: &'static str = Box::leak("x".repeat(1000).into_boxed_str());
+        let text = failure(&key(Some(&role)), &credentials_failure(detail), &[]).to_string();
+        assert!(
+            text.starts_with(&format!("AssumeRole of {role}: xxx")),
+            "{text}"
+        );
+        assert!(text.len() <= "AssumeRole of : ".len() + role.len() + MAX_DESCRIPTION + 3);
+        assert!(text.ends_with('…'));
     }
 
     #[test]

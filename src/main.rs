@@ -8,6 +8,7 @@ use ecr_token_webhook::admission::Webhook;
 use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogArgs, LogFormat, ServeArgs};
 use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
 use ecr_token_webhook::leader::{Elector, LeaseConfig};
+use ecr_token_webhook::logging;
 use ecr_token_webhook::metrics::Metrics;
 use ecr_token_webhook::policy::Policy;
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
@@ -52,16 +53,16 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(args: &LogArgs) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    let directives = logging::filter_directives(&args.log_level);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .fmt_fields(logging::span_fields())
+            .event_format(logging::JsonLines)
             .init(),
         LogFormat::Text => builder.init(),
     }
@@ -246,7 +247,7 @@ async fn start_self_managed(
         ..SelfManagedConfig::default()
     };
     tracing::info!(secret = %cfg.secret_name, namespace = %cfg.namespace,
-        webhook_config = %cfg.webhook_config_name, names = %cfg.names.join(","), "self-managed TLS");
+        webhook_config = %cfg.webhook_config_name, names = %logging::list(&cfg.names), "self-managed TLS");
     let sm = SelfManaged::new(client, cfg);
     let material = match sm.ensure().await {
         Ok(Check::Current(m)) => m,
@@ -325,7 +326,7 @@ async fn start_refresher(
     if cfg.namespaces.is_empty() {
         tracing::info!("refresher lists opted-in secrets in all namespaces");
     } else {
-        tracing::info!(namespaces = %cfg.namespaces.join(","), "refresher lists opted-in secrets in these namespaces only");
+        tracing::info!(namespaces = %logging::list(&cfg.namespaces), "refresher lists opted-in secrets in these namespaces only");
     }
     let refresher = Refresher::new(client, cfg, metrics);
     Some(tokio::spawn(async move {

@@ -280,11 +280,16 @@ impl Refresher {
         {
             Ok(PartialObjectMeta { metadata, .. }) => {
                 if refresh::touch_took(metadata.annotations.as_ref(), now, self.cfg.margin) {
-                    tracing::debug!(namespace = ns, name, reason = due.metric_label(), "touched");
+                    tracing::debug!(
+                        namespace = ns,
+                        secret = name,
+                        reason = due.metric_label(),
+                        "touched"
+                    );
                     Touch::Took
                 } else {
                     let why = refresh::why_not_taken(metadata.annotations.as_ref());
-                    tracing::warn!(namespace = ns, name, reason = %why, "touch did not refresh the token");
+                    tracing::warn!(namespace = ns, secret = name, reason = %why, "touch did not refresh the token");
                     if report {
                         self.event(ns, name, &metadata, &why).await;
                     }
@@ -294,11 +299,11 @@ impl Refresher {
             Err(Error::Api(s)) if s.code == 404 => Touch::Gone,
             Err(Error::Api(s)) if s.code == 409 => Touch::Conflict,
             Err(Error::Api(s)) if s.code == 403 => {
-                tracing::warn!(namespace = ns, name, message = %s.message, "touch forbidden: check the ClusterRole grants patch on secrets");
+                tracing::warn!(namespace = ns, secret = name, reason = %s.message, "touch forbidden: check the ClusterRole grants patch on secrets");
                 Touch::Forbidden
             }
             Err(e) => {
-                tracing::warn!(namespace = ns, name, error = %e, "touch failed");
+                tracing::warn!(namespace = ns, secret = name, error = %e, "touch failed");
                 Touch::Error
             }
         }
@@ -340,7 +345,7 @@ impl Refresher {
             ..Event::default()
         };
         if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::warn!(namespace = ns, name, error = %e, "could not record an Event");
+            tracing::warn!(namespace = ns, secret = name, error = %e, "could not record an Event");
         }
     }
 

@@ -69,15 +69,22 @@ impl Token {
 /// Why no token could be had. Messages are one line, for people, and never contain a token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("ECR GetAuthorizationToken in {region} failed: {message}")]
+    #[error("GetAuthorizationToken in {region}: {message}")]
     Ecr { region: String, message: String },
+    #[error(
+        "AWS credentials (default chain: environment, profile, web identity, Pod Identity, \
+         container and instance metadata): {message}"
+    )]
+    Credentials { message: String },
+    #[error("AssumeRole of {role_arn}: {message}")]
+    AssumeRole { role_arn: String, message: String },
     #[error(
         "ECR in {region} returned a token that expired at {expired_at}; check the endpoint and the clock"
     )]
     Expired { region: String, expired_at: String },
     #[error("ECR in {region} returned no usable token: {message}")]
     Malformed { region: String, message: String },
-    #[error("no ECR token for {key} within the request timeout ({}ms left)", after.as_millis())]
+    #[error("{key}: no answer within the request timeout ({}ms left)", after.as_millis())]
     Timeout { key: String, after: Duration },
     #[error("{last_error} (not retried for another {retry_in_seconds}s)")]
     BackingOff {
@@ -90,6 +97,8 @@ impl TokenError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             TokenError::Ecr { .. } => "error",
+            TokenError::Credentials { .. } => "credentials",
+            TokenError::AssumeRole { .. } => "assume_role",
             TokenError::Expired { .. } => "expired",
             TokenError::Malformed { .. } => "malformed",
             TokenError::Timeout { .. } => "timeout",
@@ -261,7 +270,7 @@ impl TokenCache {
                     .backoff
                     .saturating_mul(1 << (consecutive - 1).min(16))
                     .min(self.config.max_backoff);
-                tracing::warn!(key = %key, error = %error, consecutive, backoff = ?backoff,
+                tracing::warn!(key = %key, error = %error, consecutive, backoff = %humantime::format_duration(backoff),
                     "ECR token request failed");
                 failures.insert(
                     key.clone(),

@@ -194,6 +194,56 @@ async fn binary_serves_with_env_config_and_stops_on_sigterm() {
     );
 }
 
+/// No AWS credentials at all: the SDK's own warnings (multi-line debug dumps) stay out of the
+/// log, the webhook says why in one JSON line with plain fields, and the answer's warning names
+/// the step that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_without_credentials_logs_one_plain_line() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(BIN);
+    clean_aws_env(&mut cmd)
+        .arg("serve")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR", dir.path())
+        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
+        .env("AWS_ENDPOINT_URL_ECR", "http://127.0.0.1:9");
+    let mut proc = Proc::spawn(&mut cmd);
+    let serving = proc.wait_for("serving");
+    let addr = addr_of(serving["addr"].as_str().expect("addr"));
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).expect("CA");
+    let client = https_client(&ca);
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let review = fixture("argocd-repository-create-apply.json").to_string();
+    let (status, resp, text) = post_review(&client, &base, &review, "10s").await;
+    assert_eq!(status.as_u16(), 200, "{text}");
+    let warning = warnings(&resp).join("\n");
+    assert!(
+        warning.contains("no ECR token: AWS credentials (default chain:"),
+        "{warning}"
+    );
+    let answered = proc.wait_for("answered");
+    assert_eq!(answered["namespace"], "argocd", "{answered}");
+    assert_eq!(answered["secret"], "ecr-helm-charts", "{answered}");
+    assert!(answered["warnings"].is_array(), "{answered}");
+    proc.terminate();
+    for line in &proc.seen {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(!line.contains("Some("), "{line}");
+        let target = v["target"].as_str().unwrap_or_default();
+        assert!(
+            !target.starts_with("aws_"),
+            "an SDK log line reached the default log: {line}"
+        );
+    }
+}
+
 /// `--shutdown-delay`: at SIGTERM /readyz fails at once, /mutate keeps answering until the
 /// delay ends, then the process drains and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,7 +157,10 @@ async fn slow_ecr_answers_within_the_api_server_timeout_and_fills_the_cache_late
     assert!(took < Duration::from_millis(2500), "{took:?}");
     assert_eq!(resp["response"]["allowed"], true);
     let err = &annotations(&apply(&review, &resp))["ecr-token-webhook/error"];
-    assert!(err.contains("no ECR token for us-east-1 within"), "{err}");
+    assert!(
+        err.contains("no ECR token: us-east-1: no answer within the request timeout"),
+        "{err}"
+    );
 
     // The call went on in the background and filled the cache.
     h.ecr.set_fault(Fault::None);
@@ -196,4 +199,44 @@ async fn each_region_is_asked_with_its_own_signature_scope() {
     let mut regions = h.ecr.regions();
     regions.sort();
     assert_eq!(regions, ["eu-central-1", "us-east-1"]);
+}
+
+/// AssumeRole through the real SDK against the suite's STS: the ECR call is signed with the
+/// assumed role's key; when STS refuses, the reason names the step and the whole role, with
+/// STS's own code and message and no debug dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assume_role_signs_with_the_role_and_a_refusal_says_so() {
+    use ecr_token_webhook::ecr::EcrTokenSource;
+    use ecr_token_webhook::token::{TokenKey, TokenSource};
+    install_crypto();
+    let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
+    let role = "arn:aws:iam::123456789012:role/teams/team-a-ecr-reader";
+    let key = TokenKey {
+        region: "eu-west-1".into(),
+        role_arn: Some(role.into()),
+    };
+    let source = EcrTokenSource::new(sdk_config(&ecr.url));
+    source.fetch(&key).await.expect("token under the role");
+    assert_eq!(ecr.sts_calls(), 1);
+    assert_eq!(
+        ecr.access_keys(),
+        ["ASIA000000"],
+        "signed with the assumed key"
+    );
+
+    ecr.set_sts_denied(true);
+    let denied = TokenKey {
+        region: "us-west-2".into(),
+        role_arn: Some(role.into()),
+    };
+    let e = source.fetch(&denied).await.expect_err("STS refuses");
+    let text = e.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "AssumeRole of {role}: AccessDenied: User: arn:aws:iam::123456789012:user/webhook \
+             is not authorized to perform: sts:AssumeRole on resource: {role}"
+        )
+    );
+    assert_eq!(e.metric_label(), "assume_role");
 }

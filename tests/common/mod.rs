@@ -40,6 +40,11 @@ pub enum Fault {
 
 struct EcrState {
     calls: AtomicUsize,
+    sts_calls: AtomicUsize,
+    /// STS refuses AssumeRole with AccessDenied while set.
+    sts_denied: std::sync::atomic::AtomicBool,
+    /// Access key id that signed each ECR call, in order.
+    access_keys: Mutex<Vec<String>>,
     lifetime: Mutex<Duration>,
     fault: Mutex<Fault>,
     regions: Mutex<Vec<String>>,
@@ -56,6 +61,9 @@ impl FakeEcr {
     pub async fn start(lifetime: Duration) -> FakeEcr {
         let state = Arc::new(EcrState {
             calls: AtomicUsize::new(0),
+            sts_calls: AtomicUsize::new(0),
+            sts_denied: std::sync::atomic::AtomicBool::new(false),
+            access_keys: Mutex::new(Vec::new()),
             lifetime: Mutex::new(lifetime),
             fault: Mutex::new(Fault::None),
             regions: Mutex::new(Vec::new()),
@@ -88,6 +96,19 @@ impl FakeEcr {
         *self.state.lifetime.lock().unwrap() = lifetime;
     }
 
+    pub fn sts_calls(&self) -> usize {
+        self.state.sts_calls.load(Ordering::SeqCst)
+    }
+
+    pub fn set_sts_denied(&self, denied: bool) {
+        self.state.sts_denied.store(denied, Ordering::SeqCst);
+    }
+
+    /// Access key ids that signed the ECR calls, in order.
+    pub fn access_keys(&self) -> Vec<String> {
+        self.state.access_keys.lock().unwrap().clone()
+    }
+
     /// Regions named in the SigV4 credential scope of each call, in order.
     pub fn regions(&self) -> Vec<String> {
         self.state.regions.lock().unwrap().clone()
@@ -113,8 +134,12 @@ async fn ecr_handler(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let n = state.calls.fetch_add(1, Ordering::SeqCst);
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    // STS speaks the query protocol on the same endpoint (the SDK's endpoint_url covers both).
+    if target.is_none() && body.starts_with(b"Action=AssumeRole") {
+        return sts_assume_role(&state, &body);
+    }
+    let n = state.calls.fetch_add(1, Ordering::SeqCst);
     if target != Some(TARGET) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -146,6 +171,7 @@ async fn ecr_handler(
         );
     }
     state.regions.lock().unwrap().push(parts[2].to_string());
+    state.access_keys.lock().unwrap().push(parts[0].to_string());
     if serde_json::from_slice::<Value>(&body).is_err() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -191,6 +217,39 @@ async fn ecr_handler(
         .into_response()
 }
 
+/// STS AssumeRole: temporary credentials (access key ASIA<n>) valid for an hour, or
+/// AccessDenied as STS words it.
+fn sts_assume_role(state: &EcrState, body: &[u8]) -> Response {
+    let n = state.sts_calls.fetch_add(1, Ordering::SeqCst);
+    let form = String::from_utf8_lossy(body);
+    let role = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("RoleArn="))
+        .unwrap_or_default()
+        .replace("%3A", ":")
+        .replace("%2F", "/");
+    if state.sts_denied.load(Ordering::SeqCst) {
+        let xml = format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
+             <Type>Sender</Type><Code>AccessDenied</Code><Message>User: \
+             arn:aws:iam::123456789012:user/webhook is not authorized to perform: \
+             sts:AssumeRole on resource: {role}</Message></Error>\
+             <RequestId>req-{n}</RequestId></ErrorResponse>"
+        );
+        return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], xml).into_response();
+    }
+    let expiration =
+        ecr_token_webhook::time::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let xml = format!(
+        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+         <Credentials><AccessKeyId>ASIA{n:06}</AccessKeyId><SecretAccessKey>assumed-secret</SecretAccessKey>\
+         <SessionToken>session-{n}</SessionToken><Expiration>{expiration}</Expiration></Credentials>\
+         <AssumedRoleUser><Arn>{role}/ecr-token-webhook</Arn><AssumedRoleId>AROA{n}:ecr-token-webhook</AssumedRoleId></AssumedRoleUser>\
+         </AssumeRoleResult><ResponseMetadata><RequestId>req-{n}</RequestId></ResponseMetadata></AssumeRoleResponse>"
+    );
+    ([("content-type", "text/xml")], xml).into_response()
+}
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -222,6 +281,8 @@ pub fn sdk_config(endpoint: &str) -> SdkConfig {
         )
         .timeout_config(timeout_config())
         .sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep().expect("tokio sleep"))
+        // AssumeRole checks the expiry of the credentials it caches.
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
         .build()
 }
 
