@@ -66,7 +66,7 @@ pub enum SelfManagedError {
     #[error(
         "Secret {namespace}/{name} not found: the install ships it empty and the webhook fills it \
          in (it may not create Secrets); create it with `kubectl -n {namespace} create secret \
-         generic {name} --type=kubernetes.io/tls --from-literal=tls.crt= --from-literal=tls.key=`"
+         generic {name}`"
     )]
     Missing { namespace: String, name: String },
     #[error("Kubernetes API: {0}")]

@@ -443,10 +443,10 @@ async fn binary_self_managed_tls_stores_its_pair_and_injects_the_ca() {
             && stderr.contains("tools/ecr-token-webhook-self-managed-tls not found"),
         "{stderr}"
     );
+    // As the install ships it: Opaque, no data.
     kube.seed(
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": "ecr-token-webhook-self-managed-tls", "namespace": "tools"},
-        "data": {"tls.crt": "", "tls.key": ""}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "ecr-token-webhook-self-managed-tls", "namespace": "tools"}}),
     );
     let mut proc = Proc::spawn(&mut command());
     let serving = proc.wait_for("serving");
@@ -456,7 +456,7 @@ async fn binary_self_managed_tls_stores_its_pair_and_injects_the_ca() {
     let secret = kube
         .secret("tools", "ecr-token-webhook-self-managed-tls")
         .expect("the pair is stored in the webhook's namespace");
-    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["type"], "Opaque", "the shipped Secret, filled in");
     let b64 = base64::engine::general_purpose::STANDARD;
     let ca = String::from_utf8(
         b64.decode(secret["data"]["ca.crt"].as_str().expect("ca.crt"))

@@ -43,9 +43,8 @@ const SECRET: &str = "ecr-token-webhook-tls";
 
 /// The Secret as the install ships it: no pair yet.
 fn shipped_secret() -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": SECRET, "namespace": NS},
-        "data": {"tls.crt": "", "tls.key": ""}})
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": SECRET, "namespace": NS}})
 }
 
 fn current(c: Result<Check, SelfManagedError>) -> Material {
@@ -93,7 +92,7 @@ async fn creates_shares_and_injects_the_ca() {
     let first = SelfManaged::new(kube.client(), cfg());
     let m = current(first.ensure().await);
     let secret = kube.secret(NS, SECRET).expect("secret stored");
-    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["type"], "Opaque", "the shipped Secret, filled in");
     for k in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
         assert!(secret["data"][k].is_string(), "{k}");
     }
