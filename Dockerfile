@@ -12,7 +12,7 @@
 # The Rust release is the one CI tests with (.github/workflows/ci.yml; the release tests check
 # that they agree). The runtime is pinned by the digest of the multi-arch index of
 # gcr.io/distroless/static-debian12:nonroot; to move it, take the new digest from
-# `crane digest gcr.io/distroless/static-debian12:nonroot` (Dependabot proposes it too).
+# `crane digest gcr.io/distroless/static-debian12:nonroot`.
 ARG RUST_IMAGE=rust:1.95.0-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
 
