@@ -156,6 +156,8 @@ def test_release_signs_the_image_and_attests_an_spdx_sbom(release):
     [sbom] = step_using(release, "anchore/sbom-action", "image")
     assert sbom["with"]["format"] == "spdx-json"
     assert sbom["with"]["image"] == "${{ needs.version.outputs.image }}@${{ steps.build.outputs.digest }}"
+    # From the registry (credentials given), for one named platform.
+    assert sbom["with"]["registry-username"] and sbom["env"]["SYFT_PLATFORM"] == "linux/amd64"
     assert re.search(r'cosign attest --yes --type spdxjson --predicate "\$sbom" "\$IMAGE@\$DIGEST"', script)
     # The workflow verifies with the same identity the README tells users to expect.
     assert "cosign verify " in script and "cosign verify-attestation --type spdxjson" in script
