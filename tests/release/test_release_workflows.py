@@ -12,6 +12,7 @@ import pytest
 from release_checks import (
     CI_WORKFLOW,
     DOCKERFILE,
+    IMAGE_WORKFLOW,
     RELEASE_SCRIPTS,
     RELEASE_WORKFLOW,
     REPO_ROOT,
@@ -96,6 +97,29 @@ def test_ci_tests_with_the_rust_release_the_image_is_built_with(ci):
     ci_rust = re.search(r"# (\d+\.\d+\.\d+)$", line).group(1)
     image_rust = re.search(r"^ARG RUST_IMAGE=rust:(\d+\.\d+\.\d+)-", DOCKERFILE.read_text(), re.M).group(1)
     assert ci_rust == image_rust
+
+
+def test_the_image_is_built_and_started_before_any_release(ci):
+    """image.yml builds each platform from the Dockerfile whenever its inputs change, pushes
+    nothing, and runs the result; only main writes the layer cache."""
+    wf = load_workflow(IMAGE_WORKFLOW)
+    copied = ["Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock", "src/**", "benches/**"]
+    for event in ("pull_request", "push"):
+        assert set(copied) <= set(wf["on"][event]["paths"]), event
+    assert wf["on"]["push"]["branches"] == ["main"]
+    assert wf["permissions"] == {"contents": "read"}
+    [job] = wf["jobs"].values()
+    assert "permissions" not in job
+    assert job["strategy"]["matrix"]["platform"] == ["linux/amd64", "linux/arm64"]
+    [build] = step_using(wf, "docker/build-push-action")
+    w = build["with"]
+    assert (w["context"], w["file"], w["platforms"]) == (".", "Dockerfile", "${{ matrix.platform }}")
+    assert w["push"] is False and w["load"] is True
+    cache = next(s for _, s in steps(wf) if s.get("id") == "cache")
+    assert cache["env"]["SAVE"] == "${{ github.event_name == 'push' }}"
+    script = run_text(wf, "build")
+    assert 'docker run --rm --platform "$PLATFORM" ecr-token-webhook:ci --version' in script
+    assert "65532:65532" in script
 
 
 def test_release_runs_on_version_tags_with_least_privilege(release):
