@@ -2,7 +2,7 @@
 # Runs the whole test suite: the Rust tests (unit, end-to-end over TLS, the binary, moto), then
 # the manifest tests (pytest). Installs the Python tools they need into .venv first, so it works
 # on a fresh machine with the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust
-# test runner (cargo nextest run, or cargo test).
+# test runner (cargo nextest run, or cargo test). Then the release checks (pytest tests/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,9 @@ fi
 
 echo "--- manifest tests (pytest tests/manifests)"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/manifests || status=$?
+
+echo "--- release checks (pytest tests/release: actionlint, shellcheck, hadolint, release scripts)"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/release || status=$?
 
 if [[ $status -ne 0 ]]; then
   echo "--- FAILED (exit $status)" >&2

@@ -65,27 +65,86 @@ def resolve(image: str) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: arg_defaults()[m.group(1)], image)
 
 
-def test_builder_makes_a_static_musl_binary_from_the_lock_file():
+def from_parts(stage) -> tuple[dict[str, str], str, str | None]:
+    """A stage's FROM line as (flags such as --platform, image with ARG defaults resolved, name)."""
+    word, rest = stage[0]
+    assert word == "FROM"
+    parts = rest.split()
+    flags = {}
+    while parts[0].startswith("--"):
+        key, _, value = parts.pop(0)[2:].partition("=")
+        flags[key] = value
+    image = resolve(parts[0])
+    name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
+    return flags, image, name
+
+
+def stage_args(stage) -> dict[str, str]:
+    """ARG name=default pairs declared inside a stage."""
+    out = {}
+    for word, rest in stage:
+        if word == "ARG":
+            k, _, v = rest.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+# Docker's platform names (TARGETARCH) and the Rust musl targets they are built for.
+PLATFORM_TARGETS = {"amd64": "x86_64-unknown-linux-musl", "arm64": "aarch64-unknown-linux-musl"}
+
+
+def test_builder_cross_compiles_a_static_musl_binary_from_the_lock_file():
     builder = stages()[0]
-    assert resolve(builder[0][1].split()[0]) == "rust:1-bookworm"
+    flags, image, name = from_parts(builder)
+    assert name == "builder"
+    # Runs natively on the build machine; what it builds for comes from TARGETARCH.
+    assert flags == {"platform": "$BUILDPLATFORM"}
+    m = re.fullmatch(r"rust:(\d+\.\d+\.\d+)-bookworm", image)
+    assert m, f"the builder image {image} is not a pinned Rust release"
+    if tomllib is None:
+        pytest.fail("tomllib is needed (Python 3.11 or later)")
+    msrv = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["package"]["rust-version"]
+    assert version_tuple(m.group(1)) >= version_tuple(msrv), "older than Cargo.toml's rust-version"
+
     run = " ".join(rest for word, rest in builder if word == "RUN")
-    assert "musl-tools" in run
-    assert "rustup target add" in run
-    assert re.search(r"cargo build --release --locked --target \"?\$\{TARGET\}\"?", run), run
-    assert arg_defaults()["TARGET"] == "x86_64-unknown-linux-musl"
+    [added] = [
+        t.group(1).split()
+        for word, rest in builder
+        if word == "RUN" and (t := re.search(r"rustup target add ([\w\s-]+?)\s*(?:&&|$)", rest))
+    ]
+    assert sorted(added) == sorted(PLATFORM_TARGETS.values())
+    for arch, target in PLATFORM_TARGETS.items():
+        assert re.search(rf"\b{arch}\) target={target};", run), f"{arch} is not built for {target}"
+    assert "TARGETARCH" in stage_args(builder)
+    # Exactly the lock file's dependency versions (--locked), release profile, through zig.
+    assert re.search(r'cargo auditable zigbuild --release --locked --target "?\$\{target\}"? ', run), run
+    # The tools that build it are pinned to exact versions.
+    args = stage_args(builder)
+    for tool in ("ZIGLANG_VERSION", "CARGO_ZIGBUILD_VERSION", "CARGO_AUDITABLE_VERSION"):
+        assert re.fullmatch(r"\d+\.\d+\.\d+", args.get(tool, "")), f"{tool} is not pinned"
+    assert '"ziglang==${ZIGLANG_VERSION}"' in run and '"cargo-zigbuild==${CARGO_ZIGBUILD_VERSION}"' in run
+    assert 'cargo install --locked "cargo-auditable@${CARGO_AUDITABLE_VERSION}"' in run
+    # The binary is checked before it is copied: right machine, static.
+    assert "program interpreter" in run and "readelf -h" in run
 
 
 def test_final_stage_is_distroless_nonroot_with_the_binary_as_entrypoint():
     final = stages()[-1]
     assert len(stages()) >= 2, "multi-stage build"
-    image = resolve(final[0][1].split()[0])
-    assert image == "gcr.io/distroless/static-debian12:nonroot"
+    flags, image, _ = from_parts(final)
+    # The target platform's image (no --platform), pinned by digest.
+    assert flags == {}
+    assert re.fullmatch(r"gcr\.io/distroless/static-debian12:nonroot@sha256:[0-9a-f]{64}", image), image
     users = [rest for word, rest in final if word == "USER"]
     assert users == ["65532:65532"]
     entrypoints = [json.loads(rest) for word, rest in final if word == "ENTRYPOINT"]
     assert entrypoints == [["/usr/local/bin/ecr-token-webhook"]]
     copies = [rest for word, rest in final if word == "COPY"]
-    assert any(c.endswith("/usr/local/bin/ecr-token-webhook") and "--from=builder" in c for c in copies)
+    assert copies == ["--from=builder /out/ecr-token-webhook /usr/local/bin/ecr-token-webhook"]
     # Nothing but the binary comes into the final image.
     assert not [w for w, _ in final if w in {"RUN", "ADD"}]
 
