@@ -18,7 +18,6 @@ import socket
 import ssl
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,23 +30,17 @@ sys.path.insert(0, str(HERE.parent / "manifests"))
 
 from cluster import CA, Cluster, ClusterError, Proc, clean_env, free_port, until, write  # noqa: E402
 from fake_ecr import FakeEcr  # noqa: E402
-from objects import argocd_secret  # noqa: E402
+from tier import (  # noqa: E402
+    NAMESPACE,
+    REFRESH_INTERVAL,
+    REFRESH_MARGIN,
+    SERVICE_ACCOUNT,
+    TOKEN_LIFETIME_SECONDS,
+    Webhook,
+    argocd_secret,
+    no_proxy,
+)
 from manifest_checks import KUSTOMIZE_BASE, REPO_ROOT, find_kubectl, kustomize  # noqa: E402
-
-NAMESPACE = "ecr-token-webhook"
-SERVICE_ACCOUNT = "ecr-token-webhook"
-WEBHOOK_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
-
-# Token lifetime and refresh margin, chosen so the refresher finds a secret due within seconds:
-# a written token has 45 s left; the cache hands it out while more than margin + slack (20 s +
-# 2 s) is left; a secret is due when 20 s minus its spread offset (up to 5 s) is left, i.e. 25 to
-# 30 s after its token was issued, and the refresher looks every 2 s. A touch then gets a new
-# token (the cached one has gone stale), which has more than the margin left, so the touch takes.
-TOKEN_LIFETIME_SECONDS = 45
-REFRESH_MARGIN = "20s"
-REFRESH_INTERVAL = "2s"
-# The longest a test waits for a renewal by the refresher: two due points and then some.
-RENEWAL_WAIT_SECONDS = 120
 
 # The API server runs with ValidatingAdmissionPolicy (beta in 1.28) served, for the guard tests.
 # Nothing in deploy/base, the overlays or the chart uses it, so the dry-run of those still shows
@@ -97,23 +90,6 @@ def install_crds(c: Cluster) -> None:
 
 
 # --- the webhook, running as its own service account --------------------------------------
-
-
-class Webhook:
-    """The ecr-token-webhook binary serving on 127.0.0.1 and registered with the API server."""
-
-    def __init__(self, proc: Proc, ecr: FakeEcr, metrics_url: str):
-        self.proc = proc
-        self.ecr = ecr
-        self.metrics_url = metrics_url
-
-    def metrics(self) -> str:
-        with _no_proxy().open(f"{self.metrics_url}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-
-def _no_proxy() -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def webhook_binary() -> Path:
@@ -179,6 +155,8 @@ def webhook(cluster: Cluster, tmp_path_factory) -> Iterator[Webhook]:
         AWS_EC2_METADATA_DISABLED="true",
         AWS_CONFIG_FILE=str(workdir / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-aws-credentials"),
+        # Plain text in the log file (no colour codes).
+        NO_COLOR="1",
     )
     # The caller's ECR_TOKEN_WEBHOOK_* settings must not reach the binary: only the flags below.
     env = {k: v for k, v in env.items() if not k.startswith("ECR_TOKEN_WEBHOOK_")}
@@ -211,7 +189,7 @@ def webhook(cluster: Cluster, tmp_path_factory) -> Iterator[Webhook]:
     try:
         def ready() -> bool:
             proc.check_alive()
-            with _no_proxy().open(f"{metrics_url}/readyz", timeout=2) as r:
+            with no_proxy().open(f"{metrics_url}/readyz", timeout=2) as r:
                 return r.status == 200
 
         until("the webhook's /readyz", ready, timeout=60)
