@@ -1,7 +1,7 @@
 """Every object the project ships, as a real API server takes it: a server-side dry-run
-(`kubectl apply --dry-run=server --validate=strict`) of the kustomize base, of every overlay
+(`kubectl apply --server-side --dry-run=server --validate=strict`) of the kustomize base, of every overlay
 under deploy/overlays/ (found, not listed, so a new overlay is covered) and of the Helm chart with
-default values and with tls.mode=selfManaged. Server-side apply with strict field validation
+default values, with tls.mode=selfManaged and with test_helm's non-default values. Server-side apply with strict field validation
 refuses unknown fields; admission, defaulting and cert-manager's CRD schemas (tests/kube/crds) run
 as they would on a cluster. Namespaces are created for real first: a dry-run create cannot land
 in a namespace that does not exist.
@@ -19,7 +19,7 @@ import yaml
 
 from cluster import Cluster
 from manifest_checks import KUSTOMIZE_BASE, kustomize
-from test_helm import SELF_MANAGED, render
+from test_helm import CUSTOM_NAMESPACE, CUSTOM_RELEASE, CUSTOM_VALUES, SELF_MANAGED, render
 
 OVERLAYS_DIR = KUSTOMIZE_BASE.parent / "overlays"
 OVERLAYS = sorted(p.parent.name for p in OVERLAYS_DIR.glob("*/kustomization.yaml"))
@@ -29,6 +29,8 @@ RENDERINGS: dict[str, Callable[[], list[dict]]] = {
     **{f"overlay-{name}": (lambda name=name: kustomize(OVERLAYS_DIR / name)) for name in OVERLAYS},
     "helm-defaults": lambda: render(),
     "helm-tls-selfManaged": lambda: render(SELF_MANAGED),
+    # test_helm's release that changes every value a user is likely to touch (ServiceMonitor on).
+    "helm-custom-values": lambda: render(CUSTOM_VALUES, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE),
 }
 
 
@@ -43,7 +45,7 @@ def dry_run(cluster: Cluster, objects: list[dict]) -> tuple[int, list[str], str]
     for ns in sorted(namespaces):
         cluster.ensure_namespace(ns)
     proc = cluster.kubectl(
-        "apply", "--server-side", "--field-manager=ecr-token-webhook-tier", "--dry-run=server",
+        "apply", "--server-side", "--force-conflicts", "--field-manager=ecr-token-webhook-tier", "--dry-run=server",
         "--validate=strict", "-o", "name", "-f", "-",
         input=yaml.safe_dump_all(objects), check=False,
     )
