@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the Rust tests (unit, end-to-end over TLS, the binary, moto), then
-# the manifest tests (pytest). Installs the Python tools they need into .venv first, so it works
-# on a fresh machine with the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust
-# test runner (cargo nextest run, or cargo test). Then the release checks (pytest tests/release).
+# the manifest tests (pytest), the release checks (pytest tests/release), then, when
+# ECR_TOKEN_WEBHOOK_KUBE_APISERVER names a kube-apiserver binary, the real-API-server tier (pytest
+# tests/kube). Installs the Python tools they need into .venv first, so it works on a fresh
+# machine with the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust test runner
+# (cargo nextest run, or cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,21 @@ echo "--- manifest tests (pytest tests/manifests)"
 
 echo "--- release checks (pytest tests/release: actionlint, shellcheck, hadolint, release scripts)"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/release || status=$?
+
+# The tier starts etcd and that API server on 127.0.0.1 and runs the webhook binary against it.
+# Named but missing or broken, it fails; not named, it does not run, and says so.
+if [[ -n "${ECR_TOKEN_WEBHOOK_KUBE_APISERVER:-}" ]]; then
+  echo "--- real kube-apiserver tier (pytest tests/kube, $ECR_TOKEN_WEBHOOK_KUBE_APISERVER)"
+  if [[ -z "${ECR_TOKEN_WEBHOOK_BIN:-}" ]]; then
+    # The Rust tests have built it already (tests/binary.rs runs it); this is a no-op then, and
+    # builds it when they were filtered.
+    cargo build --bin ecr-token-webhook || status=$?
+    export ECR_TOKEN_WEBHOOK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ecr-token-webhook"
+  fi
+  .venv/bin/python -m pytest -q -p no:cacheprovider tests/kube || status=$?
+else
+  echo "--- real kube-apiserver tier: NOT RUN (set ECR_TOKEN_WEBHOOK_KUBE_APISERVER=/path/to/kube-apiserver)"
+fi
 
 if [[ $status -ne 0 ]]; then
   echo "--- FAILED (exit $status)" >&2

@@ -1,0 +1,97 @@
+"""A local ECR endpoint for the real-API-server tier (AWS_ENDPOINT_URL_ECR): answers
+GetAuthorizationToken in ECR's JSON protocol with a NEW short-lived token on every call, and
+remembers what it issued so the tests can tell which token a secret holds and that a refresh
+brought a new one. Runs in a thread of the test process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TARGET = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"
+
+
+@dataclass(frozen=True)
+class Issued:
+    password: str
+    expires_at: int  # Unix seconds (whole: the webhook writes expires-at to the second)
+    region: str
+
+
+class FakeEcr:
+    def __init__(self, lifetime_seconds: int):
+        self.lifetime = lifetime_seconds
+        self._issued: list[Issued] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                if self.headers.get("x-amz-target") != TARGET:
+                    self._answer(400, {"__type": "UnknownOperationException"})
+                    return
+                # The region is in the SigV4 scope: Credential=KEY/DATE/REGION/ecr/aws4_request.
+                auth = self.headers.get("authorization", "")
+                region = auth.split("Credential=", 1)[-1].split("/")[2] if "Credential=" in auth else ""
+                issued = fake._issue(region)
+                token = base64.b64encode(f"AWS:{issued.password}".encode()).decode()
+                self._answer(
+                    200,
+                    {
+                        "authorizationData": [
+                            {
+                                "authorizationToken": token,
+                                "expiresAt": issued.expires_at,
+                                "proxyEndpoint": f"https://123456789012.dkr.ecr.{region}.amazonaws.com",
+                            }
+                        ]
+                    },
+                )
+
+            def _answer(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/x-amz-json-1.1")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="fake-ecr", daemon=True)
+
+    def _issue(self, region: str) -> Issued:
+        issued = Issued(
+            password=f"fake-ecr-{secrets.token_urlsafe(24)}",
+            expires_at=int(time.time()) + self.lifetime,
+            region=region,
+        )
+        with self._lock:
+            self._issued.append(issued)
+        return issued
+
+    def start(self) -> "FakeEcr":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def issued(self) -> list[Issued]:
+        with self._lock:
+            return list(self._issued)
+
+    def find(self, password: str) -> Issued | None:
+        """The issued token with this password, if this server issued it."""
+        return next((i for i in self.issued() if i.password == password), None)
