@@ -22,9 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
 
 # Kubernetes versions whose built-in schemas every non-CRD object must satisfy (strict: unknown
-# fields are errors): the oldest version the manifests support (lifecycle.preStop.sleep needs
-# 1.30) and the newest schema kubernetes-validate bundles.
-OLDEST_SUPPORTED_KUBERNETES = "1.30"
+# fields are errors): the oldest version the manifests support (the support window stated in
+# README.md and the chart's kubeVersion) and the newest schema kubernetes-validate bundles.
+OLDEST_SUPPORTED_KUBERNETES = "1.28"
 SCHEMA_VERSIONS = sorted(
     {OLDEST_SUPPORTED_KUBERNETES, ".".join(kubernetes_validate.utils.latest_version().split(".")[:2])},
     key=lambda v: tuple(int(p) for p in v.split(".")[:2]),
@@ -196,3 +196,29 @@ def assert_no_rbac_wildcards_or_escalation(objs: list[dict]) -> None:
             for field in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in rule.get(field, []), f"{o['kind']}: wildcard in {field}"
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+
+
+def seconds(duration: str) -> int:
+    """A Go-style duration of whole seconds ("5s", "1m30s") as seconds."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert m and duration, f"not a duration in whole seconds: {duration!r}"
+    h, mi, s = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+# Slack between the binary's own shutdown (delay + drain) and the kubelet's SIGKILL.
+SHUTDOWN_SLACK_SECONDS = 10
+
+
+def assert_shutdown_fits_the_grace_period(objs: list[dict]) -> None:
+    """The pod keeps serving while it leaves the endpoints without a preStop sleep (which 1.28
+    refuses): the binary's shutdown delay does it, and delay + drain grace end well before the
+    kubelet's SIGKILL."""
+    c = container(objs)
+    assert "sleep" not in c.get("lifecycle", {}).get("preStop", {}), "preStop sleep needs Kubernetes 1.30"
+    data = config_map_data(objs)
+    delay = seconds(data["ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY"])
+    grace = seconds(data["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"])
+    assert delay >= 1, "without a delay the pod stops answering while the API server still calls it"
+    period = pod_spec(objs)["terminationGracePeriodSeconds"]
+    assert delay + grace + SHUTDOWN_SLACK_SECONDS <= period, (delay, grace, period)

@@ -15,10 +15,12 @@ from helm_python.errors import HelmError
 from manifest_checks import (
     KUSTOMIZE_BASE,
     REPO_ROOT,
+    OLDEST_SUPPORTED_KUBERNETES,
     SCHEMA_VERSIONS,
     assert_container_security_context_restricted,
     assert_no_rbac_wildcards_or_escalation,
     assert_pod_security_context_restricted,
+    assert_shutdown_fits_the_grace_period,
     by_kind,
     cli_env_vars,
     config_map_data,
@@ -36,7 +38,10 @@ from test_kustomize import CLUSTER_SCOPED
 
 CHART = REPO_ROOT / "deploy" / "helm" / "ecr-token-webhook"
 OVERLAY = KUSTOMIZE_BASE.parent / "overlays" / "self-managed"
-KUBE_VERSION = "v1.30.0"
+# Lint (which renders the templates with these capabilities) at the oldest supported and the
+# newest Kubernetes. The templates never read .Capabilities (test below), so the offline
+# rendering the other tests check is what every supported cluster gets.
+KUBE_VERSIONS = [f"v{v}.0" for v in SCHEMA_VERSIONS]
 
 # A release that changes every value a user is likely to touch.
 CUSTOM_RELEASE, CUSTOM_NAMESPACE = "platform", "tools"
@@ -61,6 +66,7 @@ CUSTOM_VALUES = {
     "refreshMargin": "4h",
     "refreshInterval": "2m",
     "touchQps": 2.5,
+    "shutdownDelaySeconds": 10,
     "logFormat": "text",
     "logLevel": "debug",
     "extraEnv": [{"name": "ECR_TOKEN_WEBHOOK_ECR_BACKOFF", "value": "5s"}],
@@ -130,10 +136,12 @@ def keyed(objs):
 
 
 def lint_problems(values) -> list[str]:
-    report = helm.lint(str(CHART), values, strict=True, kube_version=KUBE_VERSION)
-    problems = list(report["errors"])
-    # Severity 1 is informational ("icon is recommended"); warnings and errors are problems.
-    problems += [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+    problems = []
+    for kube_version in KUBE_VERSIONS:
+        report = helm.lint(str(CHART), values, strict=True, kube_version=kube_version)
+        problems += [f"{kube_version}: {e}" for e in report["errors"]]
+        # Severity 1 is informational ("icon is recommended"); warnings and errors are problems.
+        problems += [f"{kube_version}: {m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
     return problems
 
 
@@ -183,8 +191,15 @@ def test_chart_metadata():
     assert chart["name"] == "ecr-token-webhook"
     cargo_version = re.search(r'^version\s*=\s*"([^"]+)"', (REPO_ROOT / "Cargo.toml").read_text(), re.M)
     assert cargo_version and chart["appVersion"] == cargo_version.group(1)
-    # lifecycle.preStop.sleep needs 1.30, as the kustomize install says.
-    assert chart["kubeVersion"] == ">=1.30.0-0"
+    # The support window's oldest version, as README.md says; "-0" admits vendor builds.
+    assert chart["kubeVersion"] == f">={OLDEST_SUPPORTED_KUBERNETES}.0-0"
+
+
+def test_templates_do_not_depend_on_the_cluster_version():
+    """No .Capabilities: what the offline rendering gives (validated against the oldest and the
+    newest schemas) is what `helm install` renders on any supported cluster."""
+    for path in (CHART / "templates").iterdir():
+        assert ".Capabilities" not in path.read_text(), path.name
 
 
 @pytest.mark.parametrize(
@@ -194,6 +209,8 @@ def test_chart_metadata():
         ({"refreshMargin": "6 hours"}, "/refreshMargin"),
         ({"refreshInterval": 60}, "/refreshInterval"),
         ({"touchQps": 0}, "/touchQps"),
+        ({"shutdownDelaySeconds": "5s"}, "/shutdownDelaySeconds"),
+        ({"shutdownDelaySeconds": 61}, "/shutdownDelaySeconds"),
         ({"tls": {"mode": "manual"}}, "/tls/mode"),
         ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
         ({"webhook": {"failurePolicy": "ignore"}}, "/webhook/failurePolicy"),
@@ -386,9 +403,8 @@ def test_pod_security_is_restricted_whatever_the_values(case):
     assert_no_rbac_wildcards_or_escalation(objs)
     # Shutdown fits the grace period; probes on the metrics port.
     c = container(objs)
-    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
-    assert ps["terminationGracePeriodSeconds"] == 30
-    assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"] == "15s"
+    assert_shutdown_fits_the_grace_period(objs)
+    assert "lifecycle" not in c
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
@@ -476,6 +492,15 @@ def test_service_monitor_scrapes_the_metrics_port(custom_objs):
     [endpoint] = sm["spec"]["endpoints"]
     assert endpoint == {"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "15s"}
     assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_shutdown_delay_sets_the_grace_period(default_objs):
+    assert config_map_data(default_objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY"] == "5s"
+    assert pod_spec(default_objs)["terminationGracePeriodSeconds"] == 30
+    objs = render({"shutdownDelaySeconds": 20})
+    assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY"] == "20s"
+    assert pod_spec(objs)["terminationGracePeriodSeconds"] == 45
+    assert_shutdown_fits_the_grace_period(objs)
 
 
 def test_a_single_replica_gets_no_disruption_budget():
