@@ -222,3 +222,35 @@ def assert_shutdown_fits_the_grace_period(objs: list[dict]) -> None:
     assert delay >= 1, "without a delay the pod stops answering while the API server still calls it"
     period = pod_spec(objs)["terminationGracePeriodSeconds"]
     assert delay + grace + SHUTDOWN_SLACK_SECONDS <= period, (delay, grace, period)
+
+
+def secret_verbs(objs: list[dict]) -> dict[tuple[str, str, str], set[str]]:
+    """Every grant on secrets: (Role or ClusterRole, its namespace or '', resourceName or '')
+    -> verbs."""
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for o in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
+        for g, res, rn, verb in rules_as_set(o["rules"]):
+            if g == "" and res == "secrets":
+                key = (o["kind"], o["metadata"].get("namespace", ""), rn)
+                out.setdefault(key, set()).add(verb)
+    return out
+
+
+def assert_no_create_on_secrets(objs: list[dict]) -> None:
+    """The webhook never creates Secrets (the self-managed TLS Secret is shipped), and never
+    deletes or watches them."""
+    for where, verbs in secret_verbs(objs).items():
+        assert not verbs & {"create", "delete", "deletecollection", "watch", "*"}, (where, verbs)
+
+
+def assert_self_managed_secret_shipped_empty(objs: list[dict], name: str, namespace: str) -> None:
+    """The self-managed TLS Secret is in the install, in the webhook's namespace, and names no
+    data: a manifest naming tls.crt or tls.key would overwrite the binary's certificate on every
+    re-apply (kubectl's three-way merge) or conflict with it (server-side apply)."""
+    secret = one(objs, "Secret", name)
+    assert secret["metadata"]["namespace"] == namespace
+    assert secret["type"] == "Opaque"
+    assert not {"data", "stringData", "immutable"} & set(secret), secret
+    # The binary may get and update it by name, and nothing else in its namespace.
+    grants = {k: v for k, v in secret_verbs(objs).items() if k[1] == namespace}
+    assert grants == {("Role", namespace, name): {"get", "update"}}, grants

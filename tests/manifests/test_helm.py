@@ -18,8 +18,10 @@ from manifest_checks import (
     OLDEST_SUPPORTED_KUBERNETES,
     SCHEMA_VERSIONS,
     assert_container_security_context_restricted,
+    assert_no_create_on_secrets,
     assert_no_rbac_wildcards_or_escalation,
     assert_pod_security_context_restricted,
+    assert_self_managed_secret_shipped_empty,
     assert_shutdown_fits_the_grace_period,
     by_kind,
     cli_env_vars,
@@ -340,10 +342,10 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         assert data["ECR_TOKEN_WEBHOOK_SERVICE"] == service["metadata"]["name"]
         secret = data["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"]
         assert rules_as_set(one(objs, "Role", f"{fullname}-self-managed")["rules"]) == {
-            ("", "secrets", "", "create"),
             ("", "secrets", secret, "get"),
             ("", "secrets", secret, "update"),
         }
+        assert_self_managed_secret_shipped_empty(objs, secret, namespace)
         assert rules_as_set(one(objs, "ClusterRole", f"{fullname}-self-managed")["rules"]) == {
             ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc["metadata"]["name"], "get"),
             ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc["metadata"]["name"], "patch"),
@@ -365,6 +367,7 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         assert ca["spec"]["issuerRef"]["name"] == f"{fullname}-selfsigned"
         assert container(objs)["args"] == ["serve", "--tls-cert-file", "/tls/tls.crt", "--tls-key-file", "/tls/tls.key"]
         assert not [o for o in objs if o["metadata"]["name"].endswith("-self-managed")]
+        assert not by_kind(objs, "Secret"), "cert-manager writes the serving Secret"
 
 
 @pytest.mark.parametrize("case", VALUE_SETS)
@@ -401,6 +404,7 @@ def test_pod_security_is_restricted_whatever_the_values(case):
         if "secret" in v:
             assert v["secret"]["defaultMode"] & 0o007 == 0
     assert_no_rbac_wildcards_or_escalation(objs)
+    assert_no_create_on_secrets(objs)
     # Shutdown fits the grace period; probes on the metrics port.
     c = container(objs)
     assert_shutdown_fits_the_grace_period(objs)
@@ -503,6 +507,12 @@ def test_shutdown_delay_sets_the_grace_period(default_objs):
     assert_shutdown_fits_the_grace_period(objs)
 
 
+def test_a_renamed_self_managed_secret_is_the_one_shipped_granted_and_used():
+    objs = render({"tls": {"mode": "selfManaged", "selfManaged": {"secretName": "webhook-tls"}}})
+    assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"] == "webhook-tls"
+    assert_self_managed_secret_shipped_empty(objs, "webhook-tls", "ecr-token-webhook")
+
+
 def test_a_single_replica_gets_no_disruption_budget():
     # minAvailable 1 with one replica would block every node drain.
     assert not by_kind(render({"replicaCount": 1}), "PodDisruptionBudget")
@@ -547,6 +557,7 @@ def test_notes_follow_the_values():
     text = notes({**CUSTOM_VALUES, **SELF_MANAGED}, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
     assert f"deploy/{CUSTOM_FULLNAME}" in text
     assert f"get secret {CUSTOM_FULLNAME}-self-managed-tls" in text
+    assert "created by the webhook" not in text
     assert "kube-system or tools, nor in legacy, sandbox" in text
     assert "No aws.roleArn is set" not in text
 

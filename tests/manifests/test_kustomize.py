@@ -14,6 +14,7 @@ from manifest_checks import (
     NONROOT,
     SCHEMA_VERSIONS,
     assert_container_security_context_restricted,
+    assert_no_create_on_secrets,
     assert_no_rbac_wildcards_or_escalation,
     assert_pod_security_context_restricted,
     assert_shutdown_fits_the_grace_period,
@@ -154,6 +155,7 @@ def test_service_account_has_the_irsa_annotation_and_a_token(base_objects):
 
 def test_no_rbac_wildcards_or_escalation(base_objects):
     assert_no_rbac_wildcards_or_escalation(base_objects)
+    assert_no_create_on_secrets(base_objects)
 
 
 def test_cluster_role_grants_exactly_list_patch_on_secrets_and_create_on_events(base_objects):
