@@ -254,3 +254,42 @@ def assert_self_managed_secret_shipped_empty(objs: list[dict], name: str, namesp
     # The binary may get and update it by name, and nothing else in its namespace.
     grants = {k: v for k, v in secret_verbs(objs).items() if k[1] == namespace}
     assert grants == {("Role", namespace, name): {"get", "update"}}, grants
+
+
+REFRESHER_RULES = {
+    ("", "secrets", "", "list"),  # the label-selected, metadata-only list of opted-in secrets
+    ("", "secrets", "", "patch"),  # the one-annotation touch
+    ("", "events", "", "create"),  # a Warning Event in the secret's namespace
+}
+
+
+def assert_namespaced_mode(objs: list[dict], namespaces: list[str], role_name: str) -> None:
+    """Namespaced mode: no cluster-wide grant on secrets or events; exactly one Role with the
+    refresher's rules, bound to the webhook's ServiceAccount, in each listed namespace; the
+    refresher lists, and the policy allows, exactly those namespaces."""
+    sa = one(objs, "ServiceAccount")
+    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
+    for cr in by_kind(objs, "ClusterRole"):
+        resources = {res for (g, res, _, _) in rules_as_set(cr["rules"]) if g == ""}
+        assert not resources & {"secrets", "events"}, f"ClusterRole {cr['metadata']['name']} grants {resources}"
+    for rb in by_kind(objs, "RoleBinding"):
+        assert rb["roleRef"]["kind"] == "Role", "a ClusterRole bound per namespace is not a Role"
+    roles = [r for r in by_kind(objs, "Role") if r["metadata"]["name"] == role_name]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    for r in roles:
+        assert rules_as_set(r["rules"]) == REFRESHER_RULES, r["metadata"]["namespace"]
+    bindings = [b for b in by_kind(objs, "RoleBinding") if b["roleRef"]["name"] == role_name]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(namespaces)
+    for b in bindings:
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name}
+        assert b["subjects"] == [subject], b["metadata"]["namespace"]
+    # Secrets are reachable only in the listed namespaces (and, self-managed, one by name in the
+    # webhook's own).
+    for (kind, ns, name), verbs in secret_verbs(objs).items():
+        if name:
+            assert kind == "Role" and ns == subject["namespace"] and verbs <= {"get", "update"}, (kind, ns, name, verbs)
+        else:
+            assert kind == "Role" and ns in namespaces and verbs == {"list", "patch"}, (kind, ns, verbs)
+    data = config_map_data(objs)
+    assert data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"].split(",") == namespaces
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"]

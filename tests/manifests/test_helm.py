@@ -16,8 +16,10 @@ from manifest_checks import (
     KUSTOMIZE_BASE,
     REPO_ROOT,
     OLDEST_SUPPORTED_KUBERNETES,
+    REFRESHER_RULES,
     SCHEMA_VERSIONS,
     assert_container_security_context_restricted,
+    assert_namespaced_mode,
     assert_no_create_on_secrets,
     assert_no_rbac_wildcards_or_escalation,
     assert_pod_security_context_restricted,
@@ -80,6 +82,16 @@ CUSTOM_VALUES = {
     "priorityClassName": "system-cluster-critical",
 }
 SELF_MANAGED = {"tls": {"mode": "selfManaged"}}
+NAMESPACED_OVERLAY = KUSTOMIZE_BASE.parent / "overlays" / "namespaced"
+NAMESPACED = {"rbac": {"namespaced": True, "secretNamespaces": ["argocd", "apps"]}}
+# Namespaced mode with everything else non-default: the policy's namespaces come from
+# rbac.secretNamespaces, so the custom policy.allowedNamespaces is left out.
+NAMESPACED_CUSTOM = {
+    **CUSTOM_VALUES,
+    **SELF_MANAGED,
+    "policy": {k: v for k, v in CUSTOM_VALUES["policy"].items() if k != "allowedNamespaces"},
+    "rbac": {"namespaced": True, "secretNamespaces": ["argocd", "team-a", "team-b"]},
+}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -134,7 +146,7 @@ def normalized(obj: dict) -> dict:
 
 
 def keyed(objs):
-    return {(o["kind"], normalized(o)["metadata"]["name"]): normalized(o) for o in objs}
+    return {(o["kind"], o["metadata"].get("namespace"), normalized(o)["metadata"]["name"]): normalized(o) for o in objs}
 
 
 def lint_problems(values) -> list[str]:
@@ -167,6 +179,8 @@ VALUE_SETS = {
     "custom": (CUSTOM_VALUES, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
     "self-managed": (SELF_MANAGED, "ecr-token-webhook", "ecr-token-webhook"),
     "self-managed custom": ({**CUSTOM_VALUES, **SELF_MANAGED}, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
+    "namespaced": (NAMESPACED, "ecr-token-webhook", "ecr-token-webhook"),
+    "namespaced self-managed custom": (NAMESPACED_CUSTOM, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
 }
 
 
@@ -223,6 +237,12 @@ def test_templates_do_not_depend_on_the_cluster_version():
         ({"policy": {"allowedRegistries": []}}, "/policy/allowedRegistries"),
         ({"logFormat": "xml"}, "/logFormat"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"rbac": {"namespaced": True}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": []}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": ["kube-system"]}}, "/rbac/secretNamespaces/0"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": ["team-*"]}}, "/rbac/secretNamespaces/0"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": ["argocd", "argocd"]}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"namespaced": "yes"}}, "/rbac/namespaced"),
         ({"refreshMagrin": "6h"}, "refreshMagrin"),
         ({"webhook": {"timeout": 5}}, "timeout"),
     ],
@@ -286,16 +306,29 @@ def test_self_managed_renders_what_the_kustomize_overlay_renders(self_managed_ob
         assert chart[key] == overlay[key], f"{key} differs from deploy/overlays/self-managed"
 
 
+def test_namespaced_renders_what_the_kustomize_overlay_renders():
+    """rbac.namespaced with the overlay's example namespaces installs the overlay's objects."""
+    overlay = {k: v for k, v in keyed(kustomize(NAMESPACED_OVERLAY)).items() if k[0] != "Namespace"}
+    chart = keyed(render(NAMESPACED))
+    assert set(chart) == set(overlay)
+    for key in overlay:
+        assert chart[key] == overlay[key], f"{key} differs from deploy/overlays/namespaced"
+
+
 # --- names that must agree -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", VALUE_SETS)
 def test_every_object_is_in_the_release_namespace_with_the_release_labels(case):
     values, name, namespace = VALUE_SETS[case]
+    # Namespaced mode puts the refresher's Role and RoleBinding into each listed namespace.
+    elsewhere = set(values.get("rbac", {}).get("secretNamespaces", [])) if values.get("rbac", {}).get("namespaced") else set()
     for o in render(values, name, namespace):
         ns = o["metadata"].get("namespace")
         if o["kind"] in CLUSTER_SCOPED:
             assert ns is None, f"{o['kind']} is cluster-scoped"
+        elif o["kind"] in {"Role", "RoleBinding"} and o["metadata"]["name"].endswith("-refresher"):
+            assert ns in elsewhere, f"{o['kind']}/{o['metadata']['name']} in {ns!r}"
         else:
             assert ns == namespace, f"{o['kind']}/{o['metadata']['name']} in {ns!r}"
         labels = o["metadata"]["labels"]
@@ -313,7 +346,9 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
     assert pod_spec(objs)["serviceAccountName"] == sa
     for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
-        one(objs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+        # The role it names exists, in the binding's namespace for a Role.
+        same_scope = [o for o in objs if o["metadata"].get("namespace") == binding["metadata"].get("namespace")]
+        one(same_scope if binding["roleRef"]["kind"] == "Role" else objs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
 
     lease_rules = rules_as_set(one(objs, "Role", fullname)["rules"])
     assert lease_rules == {
@@ -321,11 +356,13 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         ("coordination.k8s.io", "leases", data["ECR_TOKEN_WEBHOOK_LEASE_NAME"], "get"),
         ("coordination.k8s.io", "leases", data["ECR_TOKEN_WEBHOOK_LEASE_NAME"], "update"),
     }
-    assert rules_as_set(one(objs, "ClusterRole", fullname)["rules"]) == {
-        ("", "secrets", "", "list"),
-        ("", "secrets", "", "patch"),
-        ("", "events", "", "create"),
-    }
+    namespaced = values.get("rbac", {}).get("namespaced", False)
+    if namespaced:
+        assert_namespaced_mode(objs, values["rbac"]["secretNamespaces"], f"{fullname}-refresher")
+        assert not [o for o in by_kind(objs, "ClusterRole") if o["metadata"]["name"] == fullname]
+    else:
+        assert rules_as_set(one(objs, "ClusterRole", fullname)["rules"]) == REFRESHER_RULES
+        assert "ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES" not in data, "empty: all namespaces"
 
     mwc = one(objs, "MutatingWebhookConfiguration")
     service = one(objs, "Service")
@@ -511,6 +548,38 @@ def test_a_renamed_self_managed_secret_is_the_one_shipped_granted_and_used():
     objs = render({"tls": {"mode": "selfManaged", "selfManaged": {"secretName": "webhook-tls"}}})
     assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"] == "webhook-tls"
     assert_self_managed_secret_shipped_empty(objs, "webhook-tls", "ecr-token-webhook")
+
+
+def test_namespaced_mode_takes_the_policy_namespaces_from_the_list():
+    """The webhook must not hand tokens to namespaces the refresher does not cover: a separate
+    policy.allowedNamespaces is refused rather than silently combined."""
+    with pytest.raises(HelmError) as err:
+        render({**NAMESPACED, "policy": {"allowedNamespaces": ["team-*"]}})
+    assert "leave policy.allowedNamespaces at its default" in str(err.value)
+    objs = render(NAMESPACED_CUSTOM, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
+    data = config_map_data(objs)
+    assert data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"] == "argocd,team-a,team-b"
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == "argocd,team-a,team-b"
+    # The rest of the custom values still reach the binary.
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_REGISTRIES"] == "123456789012:eu-*,210987654321"
+
+
+def test_namespaced_mode_combines_with_self_managed_tls():
+    objs = render(NAMESPACED_CUSTOM, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
+    assert_namespaced_mode(objs, ["argocd", "team-a", "team-b"], f"{CUSTOM_FULLNAME}-refresher")
+    data = config_map_data(objs)
+    assert data["ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED"] == "true"
+    assert_self_managed_secret_shipped_empty(objs, data["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"], CUSTOM_NAMESPACE)
+    mwc = one(objs, "MutatingWebhookConfiguration")["metadata"]["name"]
+    assert rules_as_set(one(objs, "ClusterRole", f"{CUSTOM_FULLNAME}-self-managed")["rules"]) == {
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc, "get"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc, "patch"),
+    }
+
+
+def test_notes_name_the_namespaced_mode():
+    assert "Namespaced mode: tokens go only to secrets in argocd, apps." in notes(NAMESPACED)
+    assert "Namespaced mode" not in notes()
 
 
 def test_a_single_replica_gets_no_disruption_budget():
