@@ -83,6 +83,18 @@ def kustomize(path: Path | str) -> list[dict]:
     return parse_documents(proc.stdout)
 
 
+def kustomize_with_base(overlay: Path, new_base: Path, workdir: Path) -> list[dict]:
+    """`overlay` rendered on top of `new_base` instead of ../../base: a copy in `workdir` with
+    that one line changed (how the overlays' comments tell users to combine them)."""
+    copy = workdir / overlay.name
+    shutil.copytree(overlay, copy)
+    kustomization = copy / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert text.count("  - ../../base\n") == 1, f"{overlay} does not list ../../base once"
+    kustomization.write_text(text.replace("  - ../../base\n", f"  - {os.path.relpath(new_base, copy)}\n"))
+    return kustomize(copy)
+
+
 def is_crd_kind(obj: dict) -> bool:
     return (obj["apiVersion"], obj["kind"]) in CRD_KINDS_WITHOUT_KUBERNETES_SCHEMA
 

@@ -6,9 +6,7 @@ the way its comment says (`../self-managed` instead of `../../base`)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 
 import pytest
 
@@ -22,6 +20,7 @@ from manifest_checks import (
     cli_env_vars,
     config_map_data,
     kustomize,
+    kustomize_with_base,
     one,
     schema_errors,
 )
@@ -41,13 +40,7 @@ def objs() -> list[dict]:
 @pytest.fixture(scope="module")
 def self_managed_objs(tmp_path_factory) -> list[dict]:
     """The overlay with `../self-managed` as its base, as its comment tells users to do."""
-    copy = tmp_path_factory.mktemp("namespaced-self-managed") / "overlay"
-    shutil.copytree(OVERLAY, copy)
-    kustomization = copy / "kustomization.yaml"
-    text = kustomization.read_text()
-    assert text.count("  - ../../base\n") == 1
-    kustomization.write_text(text.replace("  - ../../base\n", f"  - {os.path.relpath(SELF_MANAGED, copy)}\n"))
-    return kustomize(copy)
+    return kustomize_with_base(OVERLAY, SELF_MANAGED, tmp_path_factory.mktemp("namespaced-self-managed"))
 
 
 def names(objects):
