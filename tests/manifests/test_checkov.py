@@ -133,7 +133,7 @@ def test_skips_sit_on_the_objects_they_are_about():
     assert skips == {
         "CKV_K8S_11": {"Deployment"},  # no CPU limit
         "CKV_K8S_38": {"Deployment"},  # the service account token is used
-        "CKV_K8S_43": {"Deployment"},  # no digest to pin yet
+        "CKV_K8S_43": {"Deployment"},  # the digest is chosen per install
         "CKV_K8S_15": {"Deployment"},  # IfNotPresent
         "CKV2_K8S_6": {"Deployment"},  # no portable NetworkPolicy
         "CKV_K8S_35": {"Deployment"},  # static AWS keys as environment (chart, when set)
