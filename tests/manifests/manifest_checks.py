@@ -22,9 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
 
 # Kubernetes versions whose built-in schemas every non-CRD object must satisfy (strict: unknown
-# fields are errors): the oldest version the manifests support (lifecycle.preStop.sleep needs
-# 1.30) and the newest schema kubernetes-validate bundles.
-OLDEST_SUPPORTED_KUBERNETES = "1.30"
+# fields are errors): the oldest version the manifests support (the support window stated in
+# README.md and the chart's kubeVersion) and the newest schema kubernetes-validate bundles.
+OLDEST_SUPPORTED_KUBERNETES = "1.28"
 SCHEMA_VERSIONS = sorted(
     {OLDEST_SUPPORTED_KUBERNETES, ".".join(kubernetes_validate.utils.latest_version().split(".")[:2])},
     key=lambda v: tuple(int(p) for p in v.split(".")[:2]),
@@ -81,6 +81,18 @@ def kustomize(path: Path | str) -> list[dict]:
     if proc.returncode != 0:
         pytest.fail(f"kubectl kustomize {path} failed ({proc.returncode}):\n{proc.stderr}")
     return parse_documents(proc.stdout)
+
+
+def kustomize_with_base(overlay: Path, new_base: Path, workdir: Path) -> list[dict]:
+    """`overlay` rendered on top of `new_base` instead of ../../base: a copy in `workdir` with
+    that one line changed (how the overlays' comments tell users to combine them)."""
+    copy = workdir / overlay.name
+    shutil.copytree(overlay, copy)
+    kustomization = copy / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert text.count("  - ../../base\n") == 1, f"{overlay} does not list ../../base once"
+    kustomization.write_text(text.replace("  - ../../base\n", f"  - {os.path.relpath(new_base, copy)}\n"))
+    return kustomize(copy)
 
 
 def is_crd_kind(obj: dict) -> bool:
@@ -196,3 +208,100 @@ def assert_no_rbac_wildcards_or_escalation(objs: list[dict]) -> None:
             for field in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in rule.get(field, []), f"{o['kind']}: wildcard in {field}"
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+
+
+def seconds(duration: str) -> int:
+    """A Go-style duration of whole seconds ("5s", "1m30s") as seconds."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert m and duration, f"not a duration in whole seconds: {duration!r}"
+    h, mi, s = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+# Slack between the binary's own shutdown (delay + drain) and the kubelet's SIGKILL.
+SHUTDOWN_SLACK_SECONDS = 10
+
+
+def assert_shutdown_fits_the_grace_period(objs: list[dict]) -> None:
+    """The pod keeps serving while it leaves the endpoints without a preStop sleep (which 1.28
+    refuses): the binary's shutdown delay does it, and delay + drain grace end well before the
+    kubelet's SIGKILL."""
+    c = container(objs)
+    assert "sleep" not in c.get("lifecycle", {}).get("preStop", {}), "preStop sleep needs Kubernetes 1.30"
+    data = config_map_data(objs)
+    delay = seconds(data["ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY"])
+    grace = seconds(data["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"])
+    assert delay >= 1, "without a delay the pod stops answering while the API server still calls it"
+    period = pod_spec(objs)["terminationGracePeriodSeconds"]
+    assert delay + grace + SHUTDOWN_SLACK_SECONDS <= period, (delay, grace, period)
+
+
+def secret_verbs(objs: list[dict]) -> dict[tuple[str, str, str], set[str]]:
+    """Every grant on secrets: (Role or ClusterRole, its namespace or '', resourceName or '')
+    -> verbs."""
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for o in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
+        for g, res, rn, verb in rules_as_set(o["rules"]):
+            if g == "" and res == "secrets":
+                key = (o["kind"], o["metadata"].get("namespace", ""), rn)
+                out.setdefault(key, set()).add(verb)
+    return out
+
+
+def assert_no_create_on_secrets(objs: list[dict]) -> None:
+    """The webhook never creates Secrets (the self-managed TLS Secret is shipped), and never
+    deletes or watches them."""
+    for where, verbs in secret_verbs(objs).items():
+        assert not verbs & {"create", "delete", "deletecollection", "watch", "*"}, (where, verbs)
+
+
+def assert_self_managed_secret_shipped_empty(objs: list[dict], name: str, namespace: str) -> None:
+    """The self-managed TLS Secret is in the install, in the webhook's namespace, and names no
+    data: a manifest naming tls.crt or tls.key would overwrite the binary's certificate on every
+    re-apply (kubectl's three-way merge) or conflict with it (server-side apply)."""
+    secret = one(objs, "Secret", name)
+    assert secret["metadata"]["namespace"] == namespace
+    assert secret["type"] == "Opaque"
+    assert not {"data", "stringData", "immutable"} & set(secret), secret
+    # The binary may get and update it by name, and nothing else in its namespace.
+    grants = {k: v for k, v in secret_verbs(objs).items() if k[1] == namespace}
+    assert grants == {("Role", namespace, name): {"get", "update"}}, grants
+
+
+REFRESHER_RULES = {
+    ("", "secrets", "", "list"),  # the label-selected, metadata-only list of opted-in secrets
+    ("", "secrets", "", "patch"),  # the one-annotation touch
+    ("", "events", "", "create"),  # a Warning Event in the secret's namespace
+}
+
+
+def assert_namespaced_mode(objs: list[dict], namespaces: list[str], role_name: str) -> None:
+    """Namespaced mode: no cluster-wide grant on secrets or events; exactly one Role with the
+    refresher's rules, bound to the webhook's ServiceAccount, in each listed namespace; the
+    refresher lists, and the policy allows, exactly those namespaces."""
+    sa = one(objs, "ServiceAccount")
+    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}
+    for cr in by_kind(objs, "ClusterRole"):
+        resources = {res for (g, res, _, _) in rules_as_set(cr["rules"]) if g == ""}
+        assert not resources & {"secrets", "events"}, f"ClusterRole {cr['metadata']['name']} grants {resources}"
+    for rb in by_kind(objs, "RoleBinding"):
+        assert rb["roleRef"]["kind"] == "Role", "a ClusterRole bound per namespace is not a Role"
+    roles = [r for r in by_kind(objs, "Role") if r["metadata"]["name"] == role_name]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    for r in roles:
+        assert rules_as_set(r["rules"]) == REFRESHER_RULES, r["metadata"]["namespace"]
+    bindings = [b for b in by_kind(objs, "RoleBinding") if b["roleRef"]["name"] == role_name]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(namespaces)
+    for b in bindings:
+        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name}
+        assert b["subjects"] == [subject], b["metadata"]["namespace"]
+    # Secrets are reachable only in the listed namespaces (and, self-managed, one by name in the
+    # webhook's own).
+    for (kind, ns, name), verbs in secret_verbs(objs).items():
+        if name:
+            assert kind == "Role" and ns == subject["namespace"] and verbs <= {"get", "update"}, (kind, ns, name, verbs)
+        else:
+            assert kind == "Role" and ns in namespaces and verbs == {"list", "patch"}, (kind, ns, verbs)
+    data = config_map_data(objs)
+    assert data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"].split(",") == namespaces
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"]

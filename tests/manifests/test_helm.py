@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 
 import helm_python as helm
 import pytest
@@ -15,10 +16,16 @@ from helm_python.errors import HelmError
 from manifest_checks import (
     KUSTOMIZE_BASE,
     REPO_ROOT,
+    OLDEST_SUPPORTED_KUBERNETES,
+    REFRESHER_RULES,
     SCHEMA_VERSIONS,
     assert_container_security_context_restricted,
+    assert_namespaced_mode,
+    assert_no_create_on_secrets,
     assert_no_rbac_wildcards_or_escalation,
     assert_pod_security_context_restricted,
+    assert_self_managed_secret_shipped_empty,
+    assert_shutdown_fits_the_grace_period,
     by_kind,
     cli_env_vars,
     config_map_data,
@@ -36,7 +43,10 @@ from test_kustomize import CLUSTER_SCOPED
 
 CHART = REPO_ROOT / "deploy" / "helm" / "ecr-token-webhook"
 OVERLAY = KUSTOMIZE_BASE.parent / "overlays" / "self-managed"
-KUBE_VERSION = "v1.30.0"
+# Lint (which renders the templates with these capabilities) at the oldest supported and the
+# newest Kubernetes. The templates never read .Capabilities (test below), so the offline
+# rendering the other tests check is what every supported cluster gets.
+KUBE_VERSIONS = [f"v{v}.0" for v in SCHEMA_VERSIONS]
 
 # A release that changes every value a user is likely to touch.
 CUSTOM_RELEASE, CUSTOM_NAMESPACE = "platform", "tools"
@@ -61,6 +71,7 @@ CUSTOM_VALUES = {
     "refreshMargin": "4h",
     "refreshInterval": "2m",
     "touchQps": 2.5,
+    "shutdownDelaySeconds": 10,
     "logFormat": "text",
     "logLevel": "debug",
     "extraEnv": [{"name": "ECR_TOKEN_WEBHOOK_ECR_BACKOFF", "value": "5s"}],
@@ -72,6 +83,18 @@ CUSTOM_VALUES = {
     "priorityClassName": "system-cluster-critical",
 }
 SELF_MANAGED = {"tls": {"mode": "selfManaged"}}
+NAMESPACED_OVERLAY = KUSTOMIZE_BASE.parent / "overlays" / "namespaced"
+NAMESPACED = {"rbac": {"namespaced": True, "secretNamespaces": ["argocd", "apps"]}}
+# Namespaced mode with everything else non-default: the policy's namespaces come from
+# rbac.secretNamespaces, so the custom policy.allowedNamespaces is left out.
+NAMESPACED_CUSTOM = {
+    **CUSTOM_VALUES,
+    **SELF_MANAGED,
+    # A pinned image pulled Always: the chart then leaves out checkov's skips for both.
+    "image": {**CUSTOM_VALUES["image"], "digest": "sha256:" + "cd" * 32, "pullPolicy": "Always"},
+    "policy": {k: v for k, v in CUSTOM_VALUES["policy"].items() if k != "allowedNamespaces"},
+    "rbac": {"namespaced": True, "secretNamespaces": ["argocd", "team-a", "team-b"]},
+}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -105,7 +128,12 @@ def normalized(obj: dict) -> dict:
     o = copy.deepcopy(obj)
     meta = o["metadata"]
     meta.pop("labels", None)
-    kept = {k: v for k, v in meta.pop("annotations", {}).items() if k == "cert-manager.io/inject-ca-from"}
+    # cert-manager's and checkov's annotations work the same from either install.
+    kept = {
+        k: v
+        for k, v in meta.pop("annotations", {}).items()
+        if k == "cert-manager.io/inject-ca-from" or k.startswith("checkov.io/")
+    }
     if kept:
         meta["annotations"] = kept
     if o["kind"] == "ConfigMap":
@@ -126,14 +154,16 @@ def normalized(obj: dict) -> dict:
 
 
 def keyed(objs):
-    return {(o["kind"], normalized(o)["metadata"]["name"]): normalized(o) for o in objs}
+    return {(o["kind"], o["metadata"].get("namespace"), normalized(o)["metadata"]["name"]): normalized(o) for o in objs}
 
 
 def lint_problems(values) -> list[str]:
-    report = helm.lint(str(CHART), values, strict=True, kube_version=KUBE_VERSION)
-    problems = list(report["errors"])
-    # Severity 1 is informational ("icon is recommended"); warnings and errors are problems.
-    problems += [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+    problems = []
+    for kube_version in KUBE_VERSIONS:
+        report = helm.lint(str(CHART), values, strict=True, kube_version=kube_version)
+        problems += [f"{kube_version}: {e}" for e in report["errors"]]
+        # Severity 1 is informational ("icon is recommended"); warnings and errors are problems.
+        problems += [f"{kube_version}: {m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
     return problems
 
 
@@ -157,6 +187,8 @@ VALUE_SETS = {
     "custom": (CUSTOM_VALUES, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
     "self-managed": (SELF_MANAGED, "ecr-token-webhook", "ecr-token-webhook"),
     "self-managed custom": ({**CUSTOM_VALUES, **SELF_MANAGED}, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
+    "namespaced": (NAMESPACED, "ecr-token-webhook", "ecr-token-webhook"),
+    "namespaced self-managed custom": (NAMESPACED_CUSTOM, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
 }
 
 
@@ -183,8 +215,15 @@ def test_chart_metadata():
     assert chart["name"] == "ecr-token-webhook"
     cargo_version = re.search(r'^version\s*=\s*"([^"]+)"', (REPO_ROOT / "Cargo.toml").read_text(), re.M)
     assert cargo_version and chart["appVersion"] == cargo_version.group(1)
-    # lifecycle.preStop.sleep needs 1.30, as the kustomize install says.
-    assert chart["kubeVersion"] == ">=1.30.0-0"
+    # The support window's oldest version, as README.md says; "-0" admits vendor builds.
+    assert chart["kubeVersion"] == f">={OLDEST_SUPPORTED_KUBERNETES}.0-0"
+
+
+def test_templates_do_not_depend_on_the_cluster_version():
+    """No .Capabilities: what the offline rendering gives (validated against the oldest and the
+    newest schemas) is what `helm install` renders on any supported cluster."""
+    for path in (CHART / "templates").iterdir():
+        assert ".Capabilities" not in path.read_text(), path.name
 
 
 @pytest.mark.parametrize(
@@ -194,6 +233,8 @@ def test_chart_metadata():
         ({"refreshMargin": "6 hours"}, "/refreshMargin"),
         ({"refreshInterval": 60}, "/refreshInterval"),
         ({"touchQps": 0}, "/touchQps"),
+        ({"shutdownDelaySeconds": "5s"}, "/shutdownDelaySeconds"),
+        ({"shutdownDelaySeconds": 61}, "/shutdownDelaySeconds"),
         ({"tls": {"mode": "manual"}}, "/tls/mode"),
         ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds"),
         ({"webhook": {"failurePolicy": "ignore"}}, "/webhook/failurePolicy"),
@@ -204,6 +245,12 @@ def test_chart_metadata():
         ({"policy": {"allowedRegistries": []}}, "/policy/allowedRegistries"),
         ({"logFormat": "xml"}, "/logFormat"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"rbac": {"namespaced": True}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": []}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": ["kube-system"]}}, "/rbac/secretNamespaces/0"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": ["team-*"]}}, "/rbac/secretNamespaces/0"),
+        ({"rbac": {"namespaced": True, "secretNamespaces": ["argocd", "argocd"]}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"namespaced": "yes"}}, "/rbac/namespaced"),
         ({"refreshMagrin": "6h"}, "refreshMagrin"),
         ({"webhook": {"timeout": 5}}, "timeout"),
     ],
@@ -267,16 +314,29 @@ def test_self_managed_renders_what_the_kustomize_overlay_renders(self_managed_ob
         assert chart[key] == overlay[key], f"{key} differs from deploy/overlays/self-managed"
 
 
+def test_namespaced_renders_what_the_kustomize_overlay_renders():
+    """rbac.namespaced with the overlay's example namespaces installs the overlay's objects."""
+    overlay = {k: v for k, v in keyed(kustomize(NAMESPACED_OVERLAY)).items() if k[0] != "Namespace"}
+    chart = keyed(render(NAMESPACED))
+    assert set(chart) == set(overlay)
+    for key in overlay:
+        assert chart[key] == overlay[key], f"{key} differs from deploy/overlays/namespaced"
+
+
 # --- names that must agree -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", VALUE_SETS)
 def test_every_object_is_in_the_release_namespace_with_the_release_labels(case):
     values, name, namespace = VALUE_SETS[case]
+    # Namespaced mode puts the refresher's Role and RoleBinding into each listed namespace.
+    elsewhere = set(values.get("rbac", {}).get("secretNamespaces", [])) if values.get("rbac", {}).get("namespaced") else set()
     for o in render(values, name, namespace):
         ns = o["metadata"].get("namespace")
         if o["kind"] in CLUSTER_SCOPED:
             assert ns is None, f"{o['kind']} is cluster-scoped"
+        elif o["kind"] in {"Role", "RoleBinding"} and o["metadata"]["name"].endswith("-refresher"):
+            assert ns in elsewhere, f"{o['kind']}/{o['metadata']['name']} in {ns!r}"
         else:
             assert ns == namespace, f"{o['kind']}/{o['metadata']['name']} in {ns!r}"
         labels = o["metadata"]["labels"]
@@ -294,7 +354,9 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
     assert pod_spec(objs)["serviceAccountName"] == sa
     for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]
-        one(objs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+        # The role it names exists, in the binding's namespace for a Role.
+        same_scope = [o for o in objs if o["metadata"].get("namespace") == binding["metadata"].get("namespace")]
+        one(same_scope if binding["roleRef"]["kind"] == "Role" else objs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
 
     lease_rules = rules_as_set(one(objs, "Role", fullname)["rules"])
     assert lease_rules == {
@@ -302,11 +364,13 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         ("coordination.k8s.io", "leases", data["ECR_TOKEN_WEBHOOK_LEASE_NAME"], "get"),
         ("coordination.k8s.io", "leases", data["ECR_TOKEN_WEBHOOK_LEASE_NAME"], "update"),
     }
-    assert rules_as_set(one(objs, "ClusterRole", fullname)["rules"]) == {
-        ("", "secrets", "", "list"),
-        ("", "secrets", "", "patch"),
-        ("", "events", "", "create"),
-    }
+    namespaced = values.get("rbac", {}).get("namespaced", False)
+    if namespaced:
+        assert_namespaced_mode(objs, values["rbac"]["secretNamespaces"], f"{fullname}-refresher")
+        assert not [o for o in by_kind(objs, "ClusterRole") if o["metadata"]["name"] == fullname]
+    else:
+        assert rules_as_set(one(objs, "ClusterRole", fullname)["rules"]) == REFRESHER_RULES
+        assert "ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES" not in data, "empty: all namespaces"
 
     mwc = one(objs, "MutatingWebhookConfiguration")
     service = one(objs, "Service")
@@ -323,10 +387,10 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         assert data["ECR_TOKEN_WEBHOOK_SERVICE"] == service["metadata"]["name"]
         secret = data["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"]
         assert rules_as_set(one(objs, "Role", f"{fullname}-self-managed")["rules"]) == {
-            ("", "secrets", "", "create"),
             ("", "secrets", secret, "get"),
             ("", "secrets", secret, "update"),
         }
+        assert_self_managed_secret_shipped_empty(objs, secret, namespace)
         assert rules_as_set(one(objs, "ClusterRole", f"{fullname}-self-managed")["rules"]) == {
             ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc["metadata"]["name"], "get"),
             ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc["metadata"]["name"], "patch"),
@@ -348,6 +412,7 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         assert ca["spec"]["issuerRef"]["name"] == f"{fullname}-selfsigned"
         assert container(objs)["args"] == ["serve", "--tls-cert-file", "/tls/tls.crt", "--tls-key-file", "/tls/tls.key"]
         assert not [o for o in objs if o["metadata"]["name"].endswith("-self-managed")]
+        assert not by_kind(objs, "Secret"), "cert-manager writes the serving Secret"
 
 
 @pytest.mark.parametrize("case", VALUE_SETS)
@@ -384,11 +449,11 @@ def test_pod_security_is_restricted_whatever_the_values(case):
         if "secret" in v:
             assert v["secret"]["defaultMode"] & 0o007 == 0
     assert_no_rbac_wildcards_or_escalation(objs)
+    assert_no_create_on_secrets(objs)
     # Shutdown fits the grace period; probes on the metrics port.
     c = container(objs)
-    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
-    assert ps["terminationGracePeriodSeconds"] == 30
-    assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"] == "15s"
+    assert_shutdown_fits_the_grace_period(objs)
+    assert "lifecycle" not in c
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
@@ -478,6 +543,53 @@ def test_service_monitor_scrapes_the_metrics_port(custom_objs):
     assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
 
 
+def test_shutdown_delay_sets_the_grace_period(default_objs):
+    assert config_map_data(default_objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY"] == "5s"
+    assert pod_spec(default_objs)["terminationGracePeriodSeconds"] == 30
+    objs = render({"shutdownDelaySeconds": 20})
+    assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY"] == "20s"
+    assert pod_spec(objs)["terminationGracePeriodSeconds"] == 45
+    assert_shutdown_fits_the_grace_period(objs)
+
+
+def test_a_renamed_self_managed_secret_is_the_one_shipped_granted_and_used():
+    objs = render({"tls": {"mode": "selfManaged", "selfManaged": {"secretName": "webhook-tls"}}})
+    assert config_map_data(objs)["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"] == "webhook-tls"
+    assert_self_managed_secret_shipped_empty(objs, "webhook-tls", "ecr-token-webhook")
+
+
+def test_namespaced_mode_takes_the_policy_namespaces_from_the_list():
+    """The webhook must not hand tokens to namespaces the refresher does not cover: a separate
+    policy.allowedNamespaces is refused rather than silently combined."""
+    with pytest.raises(HelmError) as err:
+        render({**NAMESPACED, "policy": {"allowedNamespaces": ["team-*"]}})
+    assert "leave policy.allowedNamespaces at its default" in str(err.value)
+    objs = render(NAMESPACED_CUSTOM, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
+    data = config_map_data(objs)
+    assert data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"] == "argocd,team-a,team-b"
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == "argocd,team-a,team-b"
+    # The rest of the custom values still reach the binary.
+    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_REGISTRIES"] == "123456789012:eu-*,210987654321"
+
+
+def test_namespaced_mode_combines_with_self_managed_tls():
+    objs = render(NAMESPACED_CUSTOM, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
+    assert_namespaced_mode(objs, ["argocd", "team-a", "team-b"], f"{CUSTOM_FULLNAME}-refresher")
+    data = config_map_data(objs)
+    assert data["ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED"] == "true"
+    assert_self_managed_secret_shipped_empty(objs, data["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"], CUSTOM_NAMESPACE)
+    mwc = one(objs, "MutatingWebhookConfiguration")["metadata"]["name"]
+    assert rules_as_set(one(objs, "ClusterRole", f"{CUSTOM_FULLNAME}-self-managed")["rules"]) == {
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc, "get"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", mwc, "patch"),
+    }
+
+
+def test_notes_name_the_namespaced_mode():
+    assert "Namespaced mode: tokens go only to secrets in argocd, apps." in notes(NAMESPACED)
+    assert "Namespaced mode" not in notes()
+
+
 def test_a_single_replica_gets_no_disruption_budget():
     # minAvailable 1 with one replica would block every node drain.
     assert not by_kind(render({"replicaCount": 1}), "PodDisruptionBudget")
@@ -522,6 +634,7 @@ def test_notes_follow_the_values():
     text = notes({**CUSTOM_VALUES, **SELF_MANAGED}, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
     assert f"deploy/{CUSTOM_FULLNAME}" in text
     assert f"get secret {CUSTOM_FULLNAME}-self-managed-tls" in text
+    assert "created by the webhook" not in text
     assert "kube-system or tools, nor in legacy, sandbox" in text
     assert "No aws.roleArn is set" not in text
 
@@ -540,16 +653,31 @@ def test_readme_helm_values_are_the_charts():
     assert not lint_problems(values)
 
 
+def merged(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def test_readme_helm_set_flags_name_real_values():
-    readme = (REPO_ROOT / "README.md").read_text()
-    flags = re.findall(r"--set ([A-Za-z.]+)=(\S+)", readme)
-    assert flags, "README.md shows no helm --set"
+    """Each `helm install`/`upgrade` in the README, with its --set flags parsed the way Helm
+    parses them, passes the chart's schema and renders."""
+    readme = re.sub(r"\\\n\s*", " ", (REPO_ROOT / "README.md").read_text())
+    commands = [line for line in readme.splitlines() if re.search(r"\bhelm (install|upgrade)\b.*--set", line)]
+    assert commands, "README.md shows no helm --set"
     chart = helm.Chart.load(str(CHART))
-    for key, value in flags:
-        nested: dict = {}
-        cur = nested
-        *parents, leaf = key.split(".")
-        for p in parents:
-            cur = cur.setdefault(p, {})
-        cur[leaf] = value
-        chart.validate_schema(nested)
+    for command in commands:
+        words = shlex.split(command.split(" #")[0])
+        values: dict = {}
+        for flag, arg in zip(words, words[1:]):
+            if flag == "--set":
+                values = merged(values, helm.parse_set_string(arg))
+        assert values, command
+        chart.validate_schema(values)
+        assert render(values), command
+    # And a --set quoted in the prose (e.g. `--set aws.credentialsSecret=...`), on its own.
+    for line in readme.splitlines():
+        if not re.search(r"\bhelm (install|upgrade)\b", line):
+            for arg in re.findall(r"--set ([A-Za-z][\w.]*=[^\s`']+)", line):
+                chart.validate_schema(helm.parse_set_string(arg))

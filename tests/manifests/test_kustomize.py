@@ -14,8 +14,10 @@ from manifest_checks import (
     NONROOT,
     SCHEMA_VERSIONS,
     assert_container_security_context_restricted,
+    assert_no_create_on_secrets,
     assert_no_rbac_wildcards_or_escalation,
     assert_pod_security_context_restricted,
+    assert_shutdown_fits_the_grace_period,
     by_kind,
     cli_env_vars,
     config_map_data,
@@ -153,6 +155,7 @@ def test_service_account_has_the_irsa_annotation_and_a_token(base_objects):
 
 def test_no_rbac_wildcards_or_escalation(base_objects):
     assert_no_rbac_wildcards_or_escalation(base_objects)
+    assert_no_create_on_secrets(base_objects)
 
 
 def test_cluster_role_grants_exactly_list_patch_on_secrets_and_create_on_events(base_objects):
@@ -232,14 +235,13 @@ def test_probes_hit_the_metrics_port(base_objects, probe, path):
 
 
 def test_graceful_shutdown_fits_the_termination_grace(base_objects):
-    spec = pod_spec(base_objects)
-    assert spec["terminationGracePeriodSeconds"] == 30
-    sleep = container(base_objects)["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert sleep == 5
-    shutdown = config_map_data(base_objects)["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"]
-    m = re.fullmatch(r"(\d+)s", shutdown)
-    assert m, shutdown
-    assert sleep + int(m.group(1)) < spec["terminationGracePeriodSeconds"]
+    assert_shutdown_fits_the_grace_period(base_objects)
+    data = config_map_data(base_objects)
+    assert data["ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY"] == "5s"
+    assert data["ECR_TOKEN_WEBHOOK_SHUTDOWN_GRACE"] == "15s"
+    assert pod_spec(base_objects)["terminationGracePeriodSeconds"] == 30
+    # Nothing else needs a lifecycle hook: the binary handles SIGTERM itself.
+    assert "lifecycle" not in container(base_objects)
 
 
 def test_tls_secret_is_mounted_read_only_from_the_serving_certificate(base_objects):

@@ -9,6 +9,8 @@ from manifest_checks import (
     CRD_KINDS_WITHOUT_KUBERNETES_SCHEMA,
     KUSTOMIZE_BASE,
     SCHEMA_VERSIONS,
+    assert_no_create_on_secrets,
+    assert_self_managed_secret_shipped_empty,
     by_kind,
     cli_env_vars,
     config_map_data,
@@ -51,6 +53,7 @@ def test_everything_else_is_the_base(base_objects, objs):
         ("RoleBinding", "ecr-token-webhook-self-managed"),
         ("ClusterRole", "ecr-token-webhook-self-managed"),
         ("ClusterRoleBinding", "ecr-token-webhook-self-managed"),
+        ("Secret", TLS_SECRET),
     }
     assert names(objs) == names(base_objects) | added
     for kind in ("MutatingWebhookConfiguration", "Service", "PodDisruptionBudget"):
@@ -85,10 +88,10 @@ def test_rbac_grants_exactly_what_self_managed_tls_calls(objs):
     role = one(objs, "Role", "ecr-token-webhook-self-managed")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rules_as_set(role["rules"]) == {
-        ("", "secrets", "", "create"),  # RBAC cannot limit create to a name
         ("", "secrets", TLS_SECRET, "get"),
         ("", "secrets", TLS_SECRET, "update"),
     }
+    assert_no_create_on_secrets(objs)
     cluster_role = one(objs, "ClusterRole", "ecr-token-webhook-self-managed")
     assert rules_as_set(cluster_role["rules"]) == {
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", NAME, "get"),
@@ -109,3 +112,9 @@ def test_every_object_carries_the_common_labels_and_namespace(objs):
         assert labels.get("app.kubernetes.io/part-of") == NAME, o["metadata"]["name"]
         if o["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}:
             assert o["metadata"]["namespace"] == NAMESPACE, o["metadata"]["name"]
+
+
+def test_the_tls_secret_is_shipped_empty_for_the_binary_to_fill(objs):
+    name = config_map_data(objs)["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"]
+    assert name == TLS_SECRET
+    assert_self_managed_secret_shipped_empty(objs, name, NAMESPACE)
