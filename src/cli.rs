@@ -30,6 +30,10 @@ pub enum Command {
     /// Write a CA and a serving certificate for the webhook Service, for clusters without
     /// cert-manager.
     Certs(CertsArgs),
+    /// Show the state of opted-in secrets (kind, registries, token expiry, last touch, errors)
+    /// with the likely cause of each problem. Uses your kubeconfig. Exit code: 0 all fresh,
+    /// 1 a secret expired, without a token or with an error, 2 cannot tell.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,6 +249,92 @@ impl ServeArgs {
         Ok(Policy {
             namespaces: patterns(&self.allowed_namespaces),
             registries,
+            role_arns: patterns(&self.allowed_role_arns),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// `status` reads like kubectl: `-n NS`, `-A`, a NAME, `-o json`. Its namespace flag is the
+/// secrets' namespace, so it reads no environment variable; the flags that describe the
+/// webhook read the same variables as `serve`, so the webhook's environment configures both.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One secret by name, diagnosed even without the opt-in label. Its namespace is
+    /// --namespace, else the kubeconfig context's.
+    pub name: Option<String>,
+    /// Only secrets in this namespace. Default: all namespaces.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// All namespaces (the default without --namespace).
+    #[arg(short = 'A', long, conflicts_with_all = ["namespace", "name"])]
+    pub all_namespaces: bool,
+    /// Output format: an aligned table with reasons, or JSON for scripts.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// The kubeconfig context to use. Default: the current context (or in-cluster).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The webhook's --refresh-margin: tokens with less left are due.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_REFRESH_MARGIN", default_value = "6h", value_parser = duration)]
+    pub refresh_margin: Duration,
+    /// The webhook's own namespace: its configuration's namespaceSelector leaves it out (with
+    /// kube-system), so secrets there never get tokens.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_NAMESPACE",
+        default_value = "ecr-token-webhook"
+    )]
+    pub webhook_namespace: String,
+    /// The webhook's --allowed-namespaces, to check secrets against. Default: not checked.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub allowed_namespaces: Vec<String>,
+    /// The webhook's --allowed-registries, to check secrets against. Default: not checked.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub allowed_registries: Vec<String>,
+    /// The webhook's --allowed-role-arns, to check secrets against. Default: not checked.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_ROLE_ARNS",
+        value_delimiter = ','
+    )]
+    pub allowed_role_arns: Vec<String>,
+}
+
+impl StatusArgs {
+    /// The parts of the webhook's policy given; an empty list means "not given".
+    pub fn known(&self) -> Result<crate::status::Known, String> {
+        let patterns = |v: &[String]| -> Option<Vec<Pattern>> {
+            let p: Vec<Pattern> = v
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(Pattern::new)
+                .collect();
+            (!p.is_empty()).then_some(p)
+        };
+        let registries = self
+            .allowed_registries
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| RegistryPattern::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::status::Known {
+            namespaces: patterns(&self.allowed_namespaces),
+            registries: (!registries.is_empty()).then_some(registries),
             role_arns: patterns(&self.allowed_role_arns),
         })
     }

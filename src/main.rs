@@ -14,6 +14,7 @@ use ecr_token_webhook::policy::Policy;
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
 use ecr_token_webhook::selfmanaged::{Check, Material, SelfManaged, SelfManagedConfig};
 use ecr_token_webhook::server::{self, Listen};
+use ecr_token_webhook::status;
 use ecr_token_webhook::tls;
 use ecr_token_webhook::token::{CacheConfig, TokenCache};
 use tokio::sync::watch;
@@ -35,6 +36,19 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Certs(args) => certs(&args),
+        // Its own exit codes: 0 all fresh, 1 a secret with a problem, 2 cannot tell.
+        Command::Status(args) => {
+            return match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => ExitCode::from(rt.block_on(status::run(&args))),
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    ExitCode::from(status::EXIT_CANNOT_TELL)
+                }
+            };
+        }
         Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
