@@ -53,14 +53,21 @@ pub struct LogArgs {
         default_value = "json"
     )]
     pub log_format: LogFormat,
-    /// Log filter: a level (`info`, `debug`) or a tracing directive list.
-    #[arg(
-        long,
-        global = true,
-        env = "ECR_TOKEN_WEBHOOK_LOG_LEVEL",
-        default_value = "info"
-    )]
-    pub log_level: String,
+    /// Log filter: a level (`info`, `debug`) or a tracing directive list. Default: `info`;
+    /// `off` for `status`, whose errors are its own output.
+    #[arg(long, global = true, env = "ECR_TOKEN_WEBHOOK_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Cli {
+    /// The log filter given, else the command's default.
+    pub fn log_level(&self) -> &str {
+        match (&self.log.log_level, &self.command) {
+            (Some(level), _) => level,
+            (None, Command::Status(_)) => "off",
+            (None, _) => "info",
+        }
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -424,6 +431,69 @@ mod tests {
         assert_eq!(s.policy().unwrap().registries.len(), 2);
         assert_eq!(s.failure_mode, FailureMode::Closed);
         assert_eq!(s.secret_namespaces(), ["argocd", "team-a"]);
+    }
+
+    #[test]
+    fn status_flags_read_like_kubectl() {
+        let cli = Cli::try_parse_from(["x", "status"]).unwrap();
+        assert_eq!(cli.log_level(), "off", "status prints its own errors");
+        let Command::Status(s) = &cli.command else {
+            panic!("status")
+        };
+        assert_eq!((s.name.as_deref(), s.namespace.as_deref()), (None, None));
+        assert_eq!(s.output, OutputFormat::Text);
+        assert_eq!(s.refresh_margin, Duration::from_secs(6 * 3600));
+        assert_eq!(s.webhook_namespace, "ecr-token-webhook");
+        let k = s.known().unwrap();
+        assert!(k.namespaces.is_none() && k.registries.is_none() && k.role_arns.is_none());
+
+        let cli = Cli::try_parse_from([
+            "x",
+            "status",
+            "-n",
+            "apps",
+            "pull",
+            "-o",
+            "json",
+            "--allowed-namespaces",
+            "argocd, team-*",
+            "--allowed-registries",
+            "123456789012:eu-*",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_level(), "debug");
+        let Command::Status(s) = &cli.command else {
+            panic!("status")
+        };
+        assert_eq!(
+            (s.name.as_deref(), s.namespace.as_deref()),
+            (Some("pull"), Some("apps"))
+        );
+        assert_eq!(s.output, OutputFormat::Json);
+        let k = s.known().unwrap();
+        assert_eq!(k.namespaces.unwrap().len(), 2);
+        assert_eq!(k.registries.unwrap().len(), 1);
+        assert!(k.role_arns.is_none());
+        assert!(Cli::try_parse_from(["x", "status", "-A"]).is_ok());
+
+        for args in [
+            vec!["x", "status", "-A", "-n", "apps"],
+            vec!["x", "status", "-A", "pull"],
+            vec!["x", "status", "-o", "yaml"],
+            vec!["x", "status", "--refresh-margin", "soon"],
+            vec!["x", "status", "a", "b"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["x", "status", "--allowed-registries", "a:b:c"]).unwrap();
+        let Command::Status(s) = &cli.command else {
+            panic!("status")
+        };
+        assert!(s.known().is_err());
+        let cli = Cli::try_parse_from(["x", "serve", "--tls-self-signed"]).unwrap();
+        assert_eq!(cli.log_level(), "info");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ecr_token_webhook::admission::Webhook;
-use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogArgs, LogFormat, ServeArgs};
+use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogFormat, ServeArgs};
 use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
 use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::logging;
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log) {
+    if let Err(e) = init_logging(cli.log.log_format, cli.log_level()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -66,14 +66,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(args: &LogArgs) -> Result<(), String> {
-    let directives = logging::filter_directives(&args.log_level);
+fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    let directives = logging::filter_directives(level);
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Json => builder
             .fmt_fields(logging::span_fields())
             .event_format(logging::JsonLines)
