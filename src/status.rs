@@ -82,6 +82,19 @@ impl State {
         !matches!(self, State::Fresh | State::Due)
     }
 
+    /// For the verdict on one secret: "secret apps/pull has an error".
+    fn sentence(self) -> &'static str {
+        match self {
+            State::Fresh => "is fresh",
+            State::Due => "is due for a refresh",
+            State::Expired => "has expired",
+            State::NoToken => "has no token",
+            State::Error => "has an error",
+            State::OutsidePolicy => "is outside the policy",
+            State::NotOptedIn => "is not opted in",
+        }
+    }
+
     /// For the verdict: "3 fresh", "1 with an error".
     fn phrase(self) -> &'static str {
         match self {
@@ -541,6 +554,24 @@ fn kind_cell(kind: Option<SecretKind>) -> &'static str {
     kind.map_or("unsupported", SecretKind::metric_label)
 }
 
+/// What to look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Namespace(String),
+    One { namespace: String, name: String },
+}
+
+impl Scope {
+    fn describe(&self) -> String {
+        match self {
+            Scope::All => "in all namespaces".into(),
+            Scope::Namespace(ns) => format!("in namespace {ns}"),
+            Scope::One { namespace, name } => format!("{namespace}/{name}"),
+        }
+    }
+}
+
 /// The counts behind the one-line verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
@@ -568,10 +599,17 @@ impl Verdict {
         if self.ok() { EXIT_OK } else { EXIT_PROBLEM }
     }
 
-    /// `12 secrets in all namespaces: 11 fresh, 1 with an error`.
-    pub fn summary(&self, scope: &str) -> String {
+    /// `12 secrets in all namespaces: 11 fresh, 1 with an error`; for one secret,
+    /// `secret apps/pull has an error`.
+    pub fn summary(&self, scope: &Scope) -> String {
+        let where_ = scope.describe();
+        if let (Scope::One { .. }, Some((state, _))) =
+            (scope, self.counts.iter().find(|(_, n)| *n > 0))
+        {
+            return format!("secret {where_} {}", state.sentence());
+        }
         if self.total == 0 {
-            return format!("no opted-in secrets ({INJECT_LABEL}=true) {scope}");
+            return format!("no opted-in secrets ({INJECT_LABEL}=true) {where_}");
         }
         let parts: Vec<String> = self
             .counts
@@ -580,12 +618,12 @@ impl Verdict {
             .map(|(s, n)| format!("{n} {}", s.phrase()))
             .collect();
         let noun = if self.total == 1 { "secret" } else { "secrets" };
-        format!("{} {noun} {scope}: {}", self.total, parts.join(", "))
+        format!("{} {noun} {where_}: {}", self.total, parts.join(", "))
     }
 }
 
 /// The aligned table, the reasons of each secret that has any, and the verdict.
-pub fn render_text(rows: &[Row], now: SystemTime, scope: &str) -> String {
+pub fn render_text(rows: &[Row], now: SystemTime, scope: &Scope) -> String {
     let verdict = Verdict::of(rows);
     let mut out = String::new();
     if !rows.is_empty() {
@@ -649,7 +687,7 @@ pub fn render_text(rows: &[Row], now: SystemTime, scope: &str) -> String {
 }
 
 /// The machine-readable document: every row's fields and the verdict.
-pub fn render_json(rows: &[Row], now: SystemTime, scope: &str, margin: Duration) -> String {
+pub fn render_json(rows: &[Row], now: SystemTime, scope: &Scope, margin: Duration) -> String {
     let verdict = Verdict::of(rows);
     let secs = |from: SystemTime, to: SystemTime| -> i64 {
         match to.duration_since(from) {
@@ -697,24 +735,6 @@ pub fn render_json(rows: &[Row], now: SystemTime, scope: &str, margin: Duration)
 }
 
 // ---- The Kubernetes edge ----
-
-/// What to look at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    All,
-    Namespace(String),
-    One { namespace: String, name: String },
-}
-
-impl Scope {
-    fn describe(&self) -> String {
-        match self {
-            Scope::All => "in all namespaces".into(),
-            Scope::Namespace(ns) => format!("in namespace {ns}"),
-            Scope::One { namespace, name } => format!("({namespace}/{name})"),
-        }
-    }
-}
 
 /// Secrets per page: bounded memory on clusters with many opted-in secrets.
 const PAGE_SIZE: u32 = 500;
@@ -778,10 +798,9 @@ async fn report(args: &StatusArgs) -> Result<(String, u8), String> {
     let mut rows: Vec<Row> = objects.iter().map(|o| classify(o, &cx)).collect();
     rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let verdict = Verdict::of(&rows);
-    let scope_text = scope.describe();
     let text = match args.output {
-        OutputFormat::Text => render_text(&rows, now, &scope_text),
-        OutputFormat::Json => render_json(&rows, now, &scope_text, args.refresh_margin),
+        OutputFormat::Text => render_text(&rows, now, &scope),
+        OutputFormat::Json => render_json(&rows, now, &scope, args.refresh_margin),
     };
     Ok((text, verdict.exit_code()))
 }

@@ -161,7 +161,7 @@ async fn status_shows_healthy_and_broken_secrets_and_exits_accordingly() {
         "apps",
         "old",
         USE1,
-        json!({"ecr-token-webhook/expires-at": ago(180), "ecr-token-webhook/touched-at": ago(14 * 3600)}),
+        json!({"ecr-token-webhook/expires-at": ago(2 * 3600), "ecr-token-webhook/touched-at": ago(14 * 3600)}),
     ));
     // Not opted in, and no ECR host in it: not listed, but diagnosed by name.
     kube.seed(pull(
@@ -244,7 +244,7 @@ async fn status_shows_healthy_and_broken_secrets_and_exits_accordingly() {
             "argocd-repository",
             USE1,
             "expired",
-            "3m",
+            "2h",
             "ago",
             "14h",
             "ago",
@@ -264,7 +264,7 @@ async fn status_shows_healthy_and_broken_secrets_and_exits_accordingly() {
         "  - ECR or AWS access is failing",
         "apps/new (no-token):\n",
         "  - no expires-at and no error annotation: the webhook has not written this secret",
-        "apps/old (expired):\n  - the token expired 3m ago",
+        "apps/old (expired):\n  - the token expired 2h ago",
         "has not touched it since it became due (last touched 14h ago)",
     ] {
         assert!(out.stdout.contains(want), "{want:?} in\n{}", out.stdout);
@@ -360,7 +360,7 @@ async fn status_shows_healthy_and_broken_secrets_and_exits_accordingly() {
     for want in [
         "apps/hub (not-opted-in):\n  - not opted in: add the label: kubectl -n apps label secret hub ecr-token-webhook/inject=true\n",
         "  - even opted in, the webhook could not serve it: none of its registries is an ECR host (https://index.docker.io/v1/)",
-        "\n1 secret (apps/hub): 1 not opted in\n",
+        "\nsecret apps/hub is not opted in\n",
     ] {
         assert!(out.stdout.contains(want), "{want:?} in\n{}", out.stdout);
     }

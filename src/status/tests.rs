@@ -578,10 +578,18 @@ fn verdict_counts_states_and_sets_the_exit_code() {
             1,
         ),
     ];
+    let one = Scope::One {
+        namespace: "apps".into(),
+        name: "pull".into(),
+    };
+    let v = Verdict::of(&[row("apps", "pull", State::Error)]);
+    assert_eq!(v.summary(&one), "secret apps/pull has an error");
+    let v = Verdict::of(&[row("apps", "pull", State::Fresh)]);
+    assert_eq!(v.summary(&one), "secret apps/pull is fresh");
     for (states, summary, code) in cases {
         let rows: Vec<Row> = states.iter().map(|s| row("a", "b", *s)).collect();
         let v = Verdict::of(&rows);
-        assert_eq!(v.summary("in all namespaces"), summary);
+        assert_eq!(v.summary(&Scope::All), summary);
         assert_eq!(v.exit_code(), code, "{summary}");
     }
 }
@@ -589,7 +597,7 @@ fn verdict_counts_states_and_sets_the_exit_code() {
 /// The README's example: one healthy and one broken secret, exactly as printed.
 #[test]
 fn text_output_is_an_aligned_table_with_reasons_and_a_verdict() {
-    let healthy = argo(
+    let mut healthy = argo(
         ann(&[
             (EXPIRES_AT_ANNOTATION, &at((9 * H + 12 * M) as i64)),
             (TOUCHED_AT_ANNOTATION, &at(-((2 * H + 48 * M) as i64))),
@@ -603,13 +611,14 @@ fn text_output_is_an_aligned_table_with_reasons_and_a_verdict() {
         )]),
         &[EUW1],
     );
+    healthy.metadata.name = Some("ecr-charts".into());
     broken.metadata.name = Some("pull".into());
     let rows = vec![classify(&healthy, &cx()), classify(&broken, &cx())];
-    let text = render_text(&rows, now(), "in all namespaces");
+    let text = render_text(&rows, now(), &Scope::All);
     let want = "\
-NAMESPACE   NAME   KIND                REGISTRIES                                     EXPIRES    TOUCHED     STATE
-argocd      s      argocd-repository   123456789012.dkr.ecr.us-east-1.amazonaws.com   in 9h12m   2h48m ago   fresh
-apps        pull   dockerconfigjson    210987654321.dkr.ecr.eu-west-1.amazonaws.com   -          never       error
+NAMESPACE   NAME         KIND                REGISTRIES                                     EXPIRES    TOUCHED     STATE
+argocd      ecr-charts   argocd-repository   123456789012.dkr.ecr.us-east-1.amazonaws.com   in 9h12m   2h48m ago   fresh
+apps        pull         dockerconfigjson    210987654321.dkr.ecr.eu-west-1.amazonaws.com   -          never       error
 
 apps/pull (error):
   - the webhook could not write a token: no ECR token: GetAuthorizationToken in eu-west-1: AccessDeniedException: not authorized
@@ -619,7 +628,7 @@ apps/pull (error):
 ";
     assert_eq!(text, want, "\n{text}");
     assert_eq!(
-        render_text(&[], now(), "in namespace apps"),
+        render_text(&[], now(), &Scope::Namespace("apps".into())),
         "no opted-in secrets (ecr-token-webhook/inject=true) in namespace apps\n"
     );
 }
@@ -639,12 +648,7 @@ fn json_output_has_every_field_and_the_verdict() {
         .iter()
         .map(|o| classify(o, &cx()))
         .collect();
-    let out = render_json(
-        &rows,
-        now(),
-        "in all namespaces",
-        Duration::from_secs(6 * H),
-    );
+    let out = render_json(&rows, now(), &Scope::All, Duration::from_secs(6 * H));
     assert!(!out.contains("s3cr3t"), "{out}");
     let doc: Value = serde_json::from_str(&out).expect("valid JSON");
     assert_eq!(doc["checkedAt"], rfc3339(now()));
@@ -727,4 +731,36 @@ fn kube_errors_say_what_to_try() {
         let got = explain_kube_error(&e, &scope, "https://k:6443/");
         assert!(got.starts_with(want), "{got}");
     }
+}
+
+/// The README's example of one secret asked for by name: no label, and no ECR host in it.
+#[test]
+fn one_secret_without_the_label_is_diagnosed() {
+    let mut hub = secret(
+        "apps",
+        "kubernetes.io/dockerconfigjson",
+        json!(null),
+        json!(null),
+        json!({".dockerconfigjson": b64(r#"{"auths":{"https://index.docker.io/v1/":{"auth":"eDp5"}}}"#)}),
+    );
+    hub.metadata.name = Some("hub".into());
+    let text = render_text(
+        &[classify(&hub, &cx())],
+        now(),
+        &Scope::One {
+            namespace: "apps".into(),
+            name: "hub".into(),
+        },
+    );
+    let want = "\
+NAMESPACE   NAME   KIND               REGISTRIES   EXPIRES   TOUCHED   STATE
+apps        hub    dockerconfigjson   -            -         never     not-opted-in
+
+apps/hub (not-opted-in):
+  - not opted in: add the label: kubectl -n apps label secret hub ecr-token-webhook/inject=true
+  - even opted in, the webhook could not serve it: none of its registries is an ECR host (https://index.docker.io/v1/); only ECR private registries get tokens: no ECR registry to write: set annotation ecr-token-webhook/registries
+
+secret apps/hub is not opted in
+";
+    assert_eq!(text, want, "\n{text}");
 }
