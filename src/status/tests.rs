@@ -3,6 +3,8 @@ use super::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+/// The README's examples are this module's output, checked here.
+const README: &str = include_str!("../../README.md");
 const USE1: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const EUW1: &str = "210987654321.dkr.ecr.eu-west-1.amazonaws.com";
 const H: u64 = 3600;
@@ -627,6 +629,7 @@ apps/pull (error):
 2 secrets in all namespaces: 1 fresh, 1 with an error
 ";
     assert_eq!(text, want, "\n{text}");
+    assert!(README.contains(want), "README.md shows this output");
     assert_eq!(
         render_text(&[], now(), &Scope::Namespace("apps".into())),
         "no opted-in secrets (ecr-token-webhook/inject=true) in namespace apps\n"
@@ -763,4 +766,5 @@ apps/hub (not-opted-in):
 secret apps/hub is not opted in
 ";
     assert_eq!(text, want, "\n{text}");
+    assert!(README.contains(want), "README.md shows this output");
 }
