@@ -312,7 +312,12 @@ impl Explainer<'_> {
     fn error(&self, error: &str, input: Option<&InputError>) -> Vec<String> {
         let mut out = vec![format!("the webhook could not write a token: {error}")];
         if let Some(e) = input {
-            out.push(format!("fix the secret: {}", self.input(e)));
+            let input = self.input(e);
+            out.push(if error.contains(&input) {
+                "fix the secret as the error says; the next write or touch clears it".to_string()
+            } else {
+                format!("fix the secret: {input}")
+            });
         } else if error.starts_with("no ECR token") {
             out.push(
                 "ECR or AWS access is failing: see the webhook's logs (ECR token request failed), \
@@ -478,9 +483,6 @@ impl Explainer<'_> {
             // A url with user info would print a credential; say what is wrong without it.
             InputError::NotEcrUrl { url, reason } if url.contains('@') => {
                 format!("data.url is not an ECR registry: {reason}")
-            }
-            InputError::NotEcrUrl { url, .. } => {
-                format!("{e} (only ECR private registries get tokens; {url} is not one)")
             }
             InputError::NoRegistries => {
                 let hosts = secret::docker_config_hosts(self.view);

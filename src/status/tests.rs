@@ -211,6 +211,15 @@ fn classifies_secrets_and_explains_problems() {
             ],
         ),
         case(
+            "an error other than what is wrong now",
+            argo(ann(&[(err, "data.url is missing")]), "ghcr.io/acme/charts"),
+            State::Error,
+            &[
+                "could not write a token: data.url is missing",
+                "fix the secret: url \"ghcr.io/acme/charts\" is not an ECR registry",
+            ],
+        ),
+        case(
             "not an ECR url",
             argo(
                 ann(&[(
@@ -222,8 +231,7 @@ fn classifies_secrets_and_explains_problems() {
             State::Error,
             &[
                 "could not write a token: url",
-                "fix the secret: url \"ghcr.io/acme/charts\" is not an ECR registry",
-                "ghcr.io/acme/charts is not one",
+                "fix the secret as the error says; the next write or touch clears it",
             ],
         ),
         case(
