@@ -1,4 +1,5 @@
-//! Command-line flags. Every flag also reads an `ECR_TOKEN_WEBHOOK_*` environment variable.
+//! Command-line flags. Every flag of `serve` and `certs` also reads an `ECR_TOKEN_WEBHOOK_*`
+//! environment variable; `status` reads like kubectl (see [`StatusArgs`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
