@@ -1,4 +1,5 @@
-//! Command-line flags. Every flag also reads an `ECR_TOKEN_WEBHOOK_*` environment variable.
+//! Command-line flags. Every flag of `serve` and `certs` also reads an `ECR_TOKEN_WEBHOOK_*`
+//! environment variable; `status` reads like kubectl (see [`StatusArgs`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,10 @@ pub enum Command {
     /// Write a CA and a serving certificate for the webhook Service, for clusters without
     /// cert-manager.
     Certs(CertsArgs),
+    /// Show the state of opted-in secrets (kind, registries, token expiry, last touch, errors)
+    /// with the likely cause of each problem. Uses your kubeconfig. Exit code: 0 all fresh,
+    /// 1 a secret expired, without a token or with an error, 2 cannot tell.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,14 +54,21 @@ pub struct LogArgs {
         default_value = "json"
     )]
     pub log_format: LogFormat,
-    /// Log filter: a level (`info`, `debug`) or a tracing directive list.
-    #[arg(
-        long,
-        global = true,
-        env = "ECR_TOKEN_WEBHOOK_LOG_LEVEL",
-        default_value = "info"
-    )]
-    pub log_level: String,
+    /// Log filter: a level (`info`, `debug`) or a tracing directive list. Default: `info`;
+    /// `off` for `status`, whose errors are its own output.
+    #[arg(long, global = true, env = "ECR_TOKEN_WEBHOOK_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Cli {
+    /// The log filter given, else the command's default.
+    pub fn log_level(&self) -> &str {
+        match (&self.log.log_level, &self.command) {
+            (Some(level), _) => level,
+            (None, Command::Status(_)) => "off",
+            (None, _) => "info",
+        }
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -250,6 +262,92 @@ impl ServeArgs {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// `status` reads like kubectl: `-n NS`, `-A`, a NAME, `-o json`. Its namespace flag is the
+/// secrets' namespace, so it reads no environment variable; the flags that describe the
+/// webhook read the same variables as `serve`, so the webhook's environment configures both.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One secret by name, diagnosed even without the opt-in label. Its namespace is
+    /// --namespace, else the kubeconfig context's.
+    pub name: Option<String>,
+    /// Only secrets in this namespace. Default: all namespaces.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// All namespaces (the default without --namespace).
+    #[arg(short = 'A', long, conflicts_with_all = ["namespace", "name"])]
+    pub all_namespaces: bool,
+    /// Output format: an aligned table with reasons, or JSON for scripts.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// The kubeconfig context to use. Default: the current context (or in-cluster).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The webhook's --refresh-margin: tokens with less left are due.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_REFRESH_MARGIN", default_value = "6h", value_parser = duration)]
+    pub refresh_margin: Duration,
+    /// The webhook's own namespace: its configuration's namespaceSelector leaves it out (with
+    /// kube-system), so secrets there never get tokens.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_NAMESPACE",
+        default_value = "ecr-token-webhook"
+    )]
+    pub webhook_namespace: String,
+    /// The webhook's --allowed-namespaces, to check secrets against. Default: not checked.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub allowed_namespaces: Vec<String>,
+    /// The webhook's --allowed-registries, to check secrets against. Default: not checked.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub allowed_registries: Vec<String>,
+    /// The webhook's --allowed-role-arns, to check secrets against. Default: not checked.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_ALLOWED_ROLE_ARNS",
+        value_delimiter = ','
+    )]
+    pub allowed_role_arns: Vec<String>,
+}
+
+impl StatusArgs {
+    /// The parts of the webhook's policy given; an empty list means "not given".
+    pub fn known(&self) -> Result<crate::status::Known, String> {
+        let patterns = |v: &[String]| -> Option<Vec<Pattern>> {
+            let p: Vec<Pattern> = v
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(Pattern::new)
+                .collect();
+            (!p.is_empty()).then_some(p)
+        };
+        let registries = self
+            .allowed_registries
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| RegistryPattern::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::status::Known {
+            namespaces: patterns(&self.allowed_namespaces),
+            registries: (!registries.is_empty()).then_some(registries),
+            role_arns: patterns(&self.allowed_role_arns),
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CertsArgs {
     /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
@@ -334,6 +432,69 @@ mod tests {
         assert_eq!(s.policy().unwrap().registries.len(), 2);
         assert_eq!(s.failure_mode, FailureMode::Closed);
         assert_eq!(s.secret_namespaces(), ["argocd", "team-a"]);
+    }
+
+    #[test]
+    fn status_flags_read_like_kubectl() {
+        let cli = Cli::try_parse_from(["x", "status"]).unwrap();
+        assert_eq!(cli.log_level(), "off", "status prints its own errors");
+        let Command::Status(s) = &cli.command else {
+            panic!("status")
+        };
+        assert_eq!((s.name.as_deref(), s.namespace.as_deref()), (None, None));
+        assert_eq!(s.output, OutputFormat::Text);
+        assert_eq!(s.refresh_margin, Duration::from_secs(6 * 3600));
+        assert_eq!(s.webhook_namespace, "ecr-token-webhook");
+        let k = s.known().unwrap();
+        assert!(k.namespaces.is_none() && k.registries.is_none() && k.role_arns.is_none());
+
+        let cli = Cli::try_parse_from([
+            "x",
+            "status",
+            "-n",
+            "apps",
+            "pull",
+            "-o",
+            "json",
+            "--allowed-namespaces",
+            "argocd, team-*",
+            "--allowed-registries",
+            "123456789012:eu-*",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_level(), "debug");
+        let Command::Status(s) = &cli.command else {
+            panic!("status")
+        };
+        assert_eq!(
+            (s.name.as_deref(), s.namespace.as_deref()),
+            (Some("pull"), Some("apps"))
+        );
+        assert_eq!(s.output, OutputFormat::Json);
+        let k = s.known().unwrap();
+        assert_eq!(k.namespaces.unwrap().len(), 2);
+        assert_eq!(k.registries.unwrap().len(), 1);
+        assert!(k.role_arns.is_none());
+        assert!(Cli::try_parse_from(["x", "status", "-A"]).is_ok());
+
+        for args in [
+            vec!["x", "status", "-A", "-n", "apps"],
+            vec!["x", "status", "-A", "pull"],
+            vec!["x", "status", "-o", "yaml"],
+            vec!["x", "status", "--refresh-margin", "soon"],
+            vec!["x", "status", "a", "b"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["x", "status", "--allowed-registries", "a:b:c"]).unwrap();
+        let Command::Status(s) = &cli.command else {
+            panic!("status")
+        };
+        assert!(s.known().is_err());
+        let cli = Cli::try_parse_from(["x", "serve", "--tls-self-signed"]).unwrap();
+        assert_eq!(cli.log_level(), "info");
     }
 
     #[test]

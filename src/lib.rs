@@ -18,6 +18,7 @@ pub mod registry;
 pub mod secret;
 pub mod selfmanaged;
 pub mod server;
+pub mod status;
 pub mod text;
 pub mod time;
 pub mod tls;

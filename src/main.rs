@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ecr_token_webhook::admission::Webhook;
-use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogArgs, LogFormat, ServeArgs};
+use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogFormat, ServeArgs};
 use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
 use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::logging;
@@ -14,6 +14,7 @@ use ecr_token_webhook::policy::Policy;
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
 use ecr_token_webhook::selfmanaged::{Check, Material, SelfManaged, SelfManagedConfig};
 use ecr_token_webhook::server::{self, Listen};
+use ecr_token_webhook::status;
 use ecr_token_webhook::tls;
 use ecr_token_webhook::token::{CacheConfig, TokenCache};
 use tokio::sync::watch;
@@ -29,12 +30,25 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli.log) {
+    if let Err(e) = init_logging(cli.log.log_format, cli.log_level()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Certs(args) => certs(&args),
+        // Its own exit codes: 0 all fresh, 1 a secret with a problem, 2 cannot tell.
+        Command::Status(args) => {
+            return match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => ExitCode::from(rt.block_on(status::run(&args))),
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    ExitCode::from(status::EXIT_CANNOT_TELL)
+                }
+            };
+        }
         Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -52,14 +66,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(args: &LogArgs) -> Result<(), String> {
-    let directives = logging::filter_directives(&args.log_level);
+fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    let directives = logging::filter_directives(level);
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .map_err(|e| format!("invalid --log-level {:?}: {e}", args.log_level))?;
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Json => builder
             .fmt_fields(logging::span_fields())
             .event_format(logging::JsonLines)

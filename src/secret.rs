@@ -302,6 +302,29 @@ fn auths(kind: SecretKind, config: &Map<String, Value>) -> Result<&Map<String, V
     }
 }
 
+/// The registry names a pull secret's docker config lists (its `auths` keys), ECR or not, for
+/// diagnostics (`status` says which hosts are not ECR). Empty when there is no readable config;
+/// a name that carries user info (`user:pass@host`) is left out.
+pub fn docker_config_hosts(view: &SecretView) -> Vec<String> {
+    let Ok(kind) = view.kind() else {
+        return Vec::new();
+    };
+    let Some(key) = kind.docker_key() else {
+        return Vec::new();
+    };
+    let Ok(config) = view.docker_config(key) else {
+        return Vec::new();
+    };
+    auths(kind, &config)
+        .map(|m| {
+            m.keys()
+                .filter(|k| !k.contains('@'))
+                .map(|k| truncate(k, 120))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Builds JSON patch operations, creating missing parent maps first.
 struct PatchBuilder<'v, 'a> {
     view: &'v SecretView<'a>,

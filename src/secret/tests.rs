@@ -452,3 +452,42 @@ fn error_patch_sets_one_line_and_keeps_the_rest() {
     );
     assert_eq!(out["data"], obj["data"]);
 }
+
+#[test]
+fn docker_config_hosts_names_every_entry_but_ones_with_credentials() {
+    let view_of = |type_: &str, data: Option<Value>| object(pull(type_, None, data));
+    let config = json!({"auths": {USE1: {}, "docker.io": {}, "https://u:p@evil.example": {}}});
+    let cases: Vec<(DynamicObject, Vec<&str>)> = vec![
+        (
+            view_of(
+                DOCKERCONFIGJSON,
+                Some(json!({".dockerconfigjson": b64(&config.to_string())})),
+            ),
+            vec![USE1, "docker.io"],
+        ),
+        (
+            view_of(
+                DOCKERCFG,
+                Some(json!({".dockercfg": b64(&json!({"ghcr.io": {}}).to_string())})),
+            ),
+            vec!["ghcr.io"],
+        ),
+        (view_of(DOCKERCONFIGJSON, None), vec![]),
+        (
+            view_of(DOCKERCONFIGJSON, Some(json!({".dockerconfigjson": "%%%"}))),
+            vec![],
+        ),
+        (
+            view_of(
+                DOCKERCONFIGJSON,
+                Some(json!({".dockerconfigjson": b64(r#"{"auths": []}"#)})),
+            ),
+            vec![],
+        ),
+        (view_of(BASIC_AUTH, None), vec![]),
+        (view_of("Opaque", None), vec![]),
+    ];
+    for (obj, want) in cases {
+        assert_eq!(docker_config_hosts(&SecretView::new(&obj)), want, "{obj:?}");
+    }
+}
