@@ -2,8 +2,8 @@
 //! cache within the API server's deadline, and the patch.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,32 @@ pub struct Webhook {
     policy: Policy,
     failure_mode: FailureMode,
     metrics: Arc<Metrics>,
+    memo: PatchMemo,
+}
+
+/// Encoded patches for the single-token kinds, per token key and secret shape
+/// ([`secret::single_token_shape`]): most writes are touches of secrets that share a token, and
+/// their patch is the same bytes each time. An entry holds its token, so it is used only while
+/// the cache hands out that very token; a new token replaces it.
+#[derive(Default)]
+struct PatchMemo(Mutex<HashMap<(TokenKey, u8), MemoEntry>>);
+
+/// A token and the encoded patch that writes it.
+type MemoEntry = (Arc<Token>, Arc<str>);
+
+impl PatchMemo {
+    fn get(&self, key: &TokenKey, shape: u8, token: &Arc<Token>) -> Option<Arc<str>> {
+        let memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match memo.get(&(key.clone(), shape)) {
+            Some((t, patch)) if Arc::ptr_eq(t, token) => Some(patch.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: &TokenKey, shape: u8, token: &Arc<Token>, patch: Arc<str>) {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        memo.insert((key.clone(), shape), (token.clone(), patch));
+    }
 }
 
 const WARNING_PREFIX: &str = "ecr-token-webhook: ";
@@ -132,8 +158,8 @@ pub struct Answer {
     allowed: bool,
     /// Why the write is denied (only when not allowed).
     message: Option<String>,
-    /// A JSON patch (RFC 6902), serialized.
-    patch: Option<Vec<u8>>,
+    /// A JSON patch (RFC 6902), serialized, then base64-encoded as the answer carries it.
+    patch: Option<Arc<str>>,
     warnings: Vec<String>,
 }
 
@@ -161,12 +187,21 @@ impl Answer {
     }
 
     fn with_patch(mut self, patch: &json_patch::Patch) -> Answer {
-        match serde_json::to_vec(patch) {
-            Ok(bytes) => self.patch = Some(bytes),
+        match encode_patch(patch) {
+            Ok(encoded) => self.patch = Some(encoded),
             // Plain data cannot fail to serialize; if it ever did, say so rather than panic.
             Err(e) => self.warn(format!("cannot serialize patch: {e}")),
         }
         self
+    }
+
+    /// The JSON patch the answer carries, decoded (for tests and tools).
+    pub fn patch(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let p = self.patch.as_ref()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(p.as_bytes())
+            .ok()
     }
 
     pub fn allowed(&self) -> bool {
@@ -190,6 +225,7 @@ impl Webhook {
             policy,
             failure_mode,
             metrics,
+            memo: PatchMemo::default(),
         }
     }
 
@@ -315,10 +351,27 @@ impl Webhook {
                 ));
             }
         }
+        let shape = secret::single_token_shape(&view, &plan);
+        let reusable = match (shape, served.as_slice()) {
+            (Some(shape), [(key, s)]) => Some((key, shape, &s.token)),
+            _ => None,
+        };
+        if let Some((key, shape, token)) = reusable
+            && let Some(patch) = self.memo.get(key, shape, token)
+        {
+            answer.patch = Some(patch);
+            return (answer, kind, outcome);
+        }
         let tokens: BTreeMap<TokenKey, &Token> =
             served.iter().map(|(k, s)| (k.clone(), &*s.token)).collect();
         match secret::inject(&view, &plan, &tokens) {
-            Ok(patch) => (answer.with_patch(&patch), kind, outcome),
+            Ok(patch) => {
+                let answer = answer.with_patch(&patch);
+                if let (Some((key, shape, token)), Some(encoded)) = (reusable, &answer.patch) {
+                    self.memo.put(key, shape, token, encoded.clone());
+                }
+                (answer, kind, outcome)
+            }
             Err(e) => (
                 with_error(answer, &view, &e.to_string()),
                 kind,
@@ -389,6 +442,15 @@ impl Webhook {
     }
 }
 
+/// A JSON patch serialized and base64-encoded, as an AdmissionResponse carries it.
+fn encode_patch(patch: &json_patch::Patch) -> serde_json::Result<Arc<str>> {
+    use base64::Engine;
+    let json = serde_json::to_vec(patch)?;
+    Ok(base64::engine::general_purpose::STANDARD
+        .encode(json)
+        .into())
+}
+
 /// Allowed, with a warning and the `error` annotation: the secret keeps what it had.
 fn with_error(mut answer: Answer, view: &SecretView, reason: &str) -> Answer {
     answer.warn(reason);
@@ -414,7 +476,7 @@ struct ResponseOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
+    patch: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     warnings: &'a [String],
 }
@@ -428,11 +490,7 @@ struct StatusOut<'a> {
 /// The answer as the API server reads it, serialized once: the patch in base64 (the documented
 /// form; a byte array would be four times the size), a denial as a 403 status with the reason.
 pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
-    use base64::Engine;
-    let patch = answer
-        .patch
-        .as_ref()
-        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let patch = answer.patch.as_deref();
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",
@@ -443,14 +501,13 @@ pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
                 .message
                 .as_deref()
                 .map(|message| StatusOut { code: 403, message }),
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch_type: patch.map(|_| "JSONPatch"),
             warnings: &answer.warnings,
             patch,
         },
     };
     let mut buf = Vec::with_capacity(
-        256 + out.response.patch.as_ref().map_or(0, String::len)
-            + answer.warnings.iter().map(String::len).sum::<usize>(),
+        256 + patch.map_or(0, str::len) + answer.warnings.iter().map(String::len).sum::<usize>(),
     );
     serde_json::to_writer(&mut buf, &out)?;
     Ok(buf)
