@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::logging;
@@ -458,58 +458,40 @@ fn with_error(mut answer: Answer, view: &SecretView, reason: &str) -> Answer {
     answer.with_patch(&patch)
 }
 
-#[derive(Serialize)]
-struct ReviewOut<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    code: u16,
-    message: &'a str,
-}
-
-/// The answer as the API server reads it, serialized once: the patch in base64 (the documented
-/// form; a byte array would be four times the size), a denial as a 403 status with the reason.
+/// The answer as the API server reads it, written once straight into the buffer: the patch in
+/// base64 (the documented form; a byte array would be four times the size), a denial as a 403
+/// status with the reason. The patch is base64, which needs no escaping, so it is copied as is.
 pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
     let patch = answer.patch.as_deref();
-    let out = ReviewOut {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &answer.uid,
-            allowed: answer.allowed,
-            status: answer
-                .message
-                .as_deref()
-                .map(|message| StatusOut { code: 403, message }),
-            patch_type: patch.map(|_| "JSONPatch"),
-            warnings: &answer.warnings,
-            patch,
-        },
-    };
     let mut buf = Vec::with_capacity(
-        256 + patch.map_or(0, str::len) + answer.warnings.iter().map(String::len).sum::<usize>(),
+        256 + answer.uid.len()
+            + patch.map_or(0, str::len)
+            + answer.warnings.iter().map(|w| w.len() + 4).sum::<usize>(),
     );
-    serde_json::to_writer(&mut buf, &out)?;
+    buf.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    serde_json::to_writer(&mut buf, &answer.uid)?;
+    buf.extend_from_slice(if answer.allowed {
+        br#","allowed":true"#
+    } else {
+        br#","allowed":false"#
+    });
+    if let Some(message) = &answer.message {
+        buf.extend_from_slice(br#","status":{"code":403,"message":"#);
+        serde_json::to_writer(&mut buf, message)?;
+        buf.push(b'}');
+    }
+    if let Some(patch) = patch {
+        buf.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        buf.extend_from_slice(patch.as_bytes());
+        buf.push(b'"');
+    }
+    if !answer.warnings.is_empty() {
+        buf.extend_from_slice(br#","warnings":"#);
+        serde_json::to_writer(&mut buf, &answer.warnings)?;
+    }
+    buf.extend_from_slice(b"}}");
     Ok(buf)
 }
 
@@ -522,6 +504,37 @@ pub fn budget_for(timeout: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_serialize_as_the_api_server_reads_them() {
+        let mut allowed = Answer::allow("u-\"1");
+        allowed.warn("w \"quoted\"\n");
+        let allowed = allowed.with_patch(&json_patch::Patch(Vec::new()));
+        let denied = Answer::allow("u-2").deny("no \"token\"".into());
+        for (answer, want) in [
+            (
+                allowed,
+                serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": {"uid": "u-\"1", "allowed": true, "patchType": "JSONPatch",
+                        "patch": "W10=", "warnings": ["ecr-token-webhook: w \"quoted\"\n"]}}),
+            ),
+            (
+                denied,
+                serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": {"uid": "u-2", "allowed": false,
+                        "status": {"code": 403, "message": "no \"token\""}}}),
+            ),
+            (
+                Answer::allow("u-3"),
+                serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": {"uid": "u-3", "allowed": true}}),
+            ),
+        ] {
+            let bytes = to_json(&answer).unwrap();
+            let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn budget_keeps_a_margin() {
