@@ -52,7 +52,7 @@ pub struct Webhook {
 /// their patch is the same bytes each time. An entry holds its token, so it is used only while
 /// the cache hands out that very token; a new token replaces it.
 #[derive(Default)]
-struct PatchMemo(Mutex<HashMap<(TokenKey, u8), MemoEntry>>);
+struct PatchMemo(Mutex<HashMap<TokenKey, [Option<MemoEntry>; 8]>>);
 
 /// A token and the encoded patch that writes it.
 type MemoEntry = (Arc<Token>, Arc<str>);
@@ -60,7 +60,7 @@ type MemoEntry = (Arc<Token>, Arc<str>);
 impl PatchMemo {
     fn get(&self, key: &TokenKey, shape: u8, token: &Arc<Token>) -> Option<Arc<str>> {
         let memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match memo.get(&(key.clone(), shape)) {
+        match memo.get(key)?.get(usize::from(shape))? {
             Some((t, patch)) if Arc::ptr_eq(t, token) => Some(patch.clone()),
             _ => None,
         }
@@ -68,7 +68,10 @@ impl PatchMemo {
 
     fn put(&self, key: &TokenKey, shape: u8, token: &Arc<Token>, patch: Arc<str>) {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        memo.insert((key.clone(), shape), (token.clone(), patch));
+        let shapes = memo.entry(key.clone()).or_default();
+        if let Some(slot) = shapes.get_mut(usize::from(shape)) {
+            *slot = Some((token.clone(), patch));
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::token::TokenKey;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    pub operation: String,
+    pub operation: &'static str,
     pub kind: &'static str,
     pub outcome: &'static str,
 }
@@ -177,14 +177,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn admission(
         &self,
-        operation: &str,
+        operation: &'static str,
         kind: &'static str,
         outcome: &'static str,
         took: Duration,
     ) {
         self.admission_requests
             .get_or_create(&AdmissionLabels {
-                operation: operation.to_string(),
+                operation,
                 kind,
                 outcome,
             })
