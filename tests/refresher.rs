@@ -44,7 +44,7 @@ fn config() -> RefresherConfig {
         spread_window: Duration::ZERO,
         retry_base: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
-        policy: Policy::default(),
+        policy: Policy::default().into(),
         namespaces: Vec::new(),
     }
 }
@@ -274,7 +274,12 @@ async fn namespaces_outside_the_policy_are_not_touched() {
     s.kube.seed(argo("a", "argocd", None, true));
     s.kube.seed(argo("b", "kube-system", None, true));
     let mut cfg = config();
-    cfg.policy.namespaces = vec![ecr_token_webhook::policy::Pattern::new("argocd")];
+    cfg.policy = Policy::from_flags(
+        vec![ecr_token_webhook::policy::Pattern::new("argocd")],
+        vec![ecr_token_webhook::policy::RegistryPattern::any()],
+        vec![],
+    )
+    .into();
     let stats = s.refresher(cfg).pass().await.unwrap();
     assert_eq!((stats.seen, stats.took), (1, 1));
     assert!(s.expires("kube-system", "b").is_none());
