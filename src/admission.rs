@@ -1,19 +1,19 @@
 //! Turning an AdmissionReview into an answer: the policy, the secret's plan, tokens from the
 //! cache within the API server's deadline, and the patch.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
-use crate::secret::{self, SecretView};
+use crate::secret::{self, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
 
@@ -79,19 +79,106 @@ impl Outcome {
     }
 }
 
-fn operation_name(op: &Operation) -> &'static str {
+/// The operation as a metric label (a fixed set, whatever the request says).
+fn operation_name(op: &str) -> &'static str {
     match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
     }
 }
 
-fn warn(resp: &mut AdmissionResponse, message: impl AsRef<str>) {
-    resp.warnings
-        .get_or_insert_with(Vec::new)
-        .push(format!("{WARNING_PREFIX}{}", message.as_ref()));
+/// The parts of an AdmissionReview the webhook reads. Strings borrow from the body where they
+/// can; `oldObject`, `userInfo`, `managedFields` and the rest are skipped, never stored.
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(rename = "apiVersion", borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: KindIn<'a>,
+    #[serde(borrow, default)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(default)]
+    object: Option<SecretObject>,
+}
+
+#[derive(Deserialize)]
+struct KindIn<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+}
+
+/// The webhook's answer to one review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    uid: String,
+    allowed: bool,
+    /// Why the write is denied (only when not allowed).
+    message: Option<String>,
+    /// A JSON patch (RFC 6902), serialized.
+    patch: Option<Vec<u8>>,
+    warnings: Vec<String>,
+}
+
+impl Answer {
+    fn allow(uid: &str) -> Answer {
+        Answer {
+            uid: uid.to_string(),
+            allowed: true,
+            message: None,
+            patch: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn warn(&mut self, message: impl AsRef<str>) {
+        self.warnings
+            .push(format!("{WARNING_PREFIX}{}", message.as_ref()));
+    }
+
+    fn deny(mut self, reason: String) -> Answer {
+        self.allowed = false;
+        self.message = Some(reason);
+        self.patch = None;
+        self
+    }
+
+    fn with_patch(mut self, patch: &json_patch::Patch) -> Answer {
+        match serde_json::to_vec(patch) {
+            Ok(bytes) => self.patch = Some(bytes),
+            // Plain data cannot fail to serialize; if it ever did, say so rather than panic.
+            Err(e) => self.warn(format!("cannot serialize patch: {e}")),
+        }
+        self
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
 }
 
 impl Webhook {
@@ -117,73 +204,66 @@ impl Webhook {
         self
     }
 
-    /// Answers one AdmissionReview body. `budget` is how long token fetching may take.
-    pub async fn review(
-        &self,
-        body: &[u8],
-        budget: Duration,
-    ) -> Result<AdmissionReview<DynamicObject>, BadReview> {
+    /// Answers one AdmissionReview body. Only a body that is not a v1 AdmissionReview with a
+    /// request is an error (HTTP 400); everything else gets an answer.
+    pub async fn review(&self, body: &[u8], budget: Duration) -> Result<Answer, BadReview> {
         let started = Instant::now();
-        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        let review: ReviewIn = serde_json::from_slice(body)
             .map_err(|e| BadReview(format!("malformed AdmissionReview: {e}")))?;
-        if review.types.api_version != "admission.k8s.io/v1"
-            || review.types.kind != "AdmissionReview"
-        {
+        if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
             return Err(BadReview(format!(
                 "expected an admission.k8s.io/v1 AdmissionReview, got {:?} {:?}",
-                review.types.api_version, review.types.kind
+                review.api_version, review.kind
             )));
         }
-        let req: AdmissionRequest<DynamicObject> = review
-            .try_into()
-            .map_err(|_| BadReview("AdmissionReview has no request".into()))?;
-        let span = tracing::info_span!("admission", uid = %req.uid,
-            namespace = req.namespace.as_deref().unwrap_or(""), secret = %req.name);
-        let (resp, kind, outcome) = self
-            .decide(&req, budget, started)
-            .instrument(span.clone())
-            .await;
+        let req = review
+            .request
+            .ok_or_else(|| BadReview("AdmissionReview has no request".into()))?;
+        let namespace = req.namespace.as_deref().unwrap_or_default();
+        // Off at the default level, so it costs nothing per request; the lines that matter
+        // carry the request's fields themselves.
+        let span = tracing::debug_span!("admission", uid = %req.uid, namespace, secret = %req.name);
+        let (answer, kind, outcome) = self.decide(&req, budget, started).instrument(span).await;
         let took = started.elapsed();
         self.metrics
             .admission(operation_name(&req.operation), kind, outcome.label(), took);
         let took_ms = took.as_millis() as u64;
-        span.in_scope(|| match outcome {
+        match outcome {
             Outcome::Patched | Outcome::Skipped | Outcome::Ignored => {
-                tracing::debug!(kind, outcome = outcome.label(), took_ms, "answered")
+                tracing::debug!(uid = %req.uid, namespace, secret = %req.name, kind,
+                    outcome = outcome.label(), took_ms, "answered")
             }
-            _ => tracing::info!(kind, outcome = outcome.label(), took_ms,
-                warnings = %logging::list(resp.warnings.as_deref().unwrap_or_default()), "answered"),
-        });
-        Ok(resp.into_review())
+            _ => tracing::info!(uid = %req.uid, namespace, secret = %req.name, kind,
+                outcome = outcome.label(), took_ms,
+                warnings = %logging::list(&answer.warnings), "answered"),
+        }
+        Ok(answer)
     }
 
     async fn decide(
         &self,
-        req: &AdmissionRequest<DynamicObject>,
+        req: &RequestIn<'_>,
         budget: Duration,
         started: Instant,
-    ) -> (AdmissionResponse, &'static str, Outcome) {
-        let mut resp = AdmissionResponse::from(req);
-        if !matches!(req.operation, Operation::Create | Operation::Update) {
-            return (resp, "none", Outcome::Skipped);
+    ) -> (Answer, &'static str, Outcome) {
+        let mut answer = Answer::allow(&req.uid);
+        if !matches!(&*req.operation, "CREATE" | "UPDATE") {
+            return (answer, "none", Outcome::Skipped);
         }
         let k = &req.kind;
         if !(k.group.is_empty() && k.version == "v1" && k.kind == "Secret") {
-            warn(
-                &mut resp,
-                format!(
-                    "only v1 Secrets are handled; {}/{} {} left alone",
-                    k.group, k.version, k.kind
-                ),
-            );
-            return (resp, "none", Outcome::Ignored);
+            answer.warn(format!(
+                "only v1 Secrets are handled; {}/{} {} left alone",
+                k.group, k.version, k.kind
+            ));
+            return (answer, "none", Outcome::Ignored);
         }
         let Some(obj) = req.object.as_ref() else {
-            return (resp, "none", Outcome::Skipped);
+            return (answer, "none", Outcome::Skipped);
         };
-        let view = SecretView::new(obj);
+        let view = SecretView::from_object(obj);
         if !view.opted_in() {
-            return (resp, "none", Outcome::Skipped);
+            return (answer, "none", Outcome::Skipped);
         }
         let kind = view
             .kind()
@@ -205,13 +285,13 @@ impl Webhook {
         };
         // The namespace first: a secret no rule covers is refused whatever its content.
         if let Decision::Refused(r) = policy.decide(namespace, labels, &[], None) {
-            return self.refused(resp, &view, kind, &r);
+            return self.refused(answer, &view, kind, &r);
         }
         let mut plan = match secret::plan(&view) {
             Ok(plan) => plan,
             Err(e) => {
                 return (
-                    self.with_error(resp, &view, &e.to_string()),
+                    with_error(answer, &view, &e.to_string()),
                     kind,
                     Outcome::Invalid,
                 );
@@ -225,7 +305,7 @@ impl Webhook {
         ) {
             // The secret's role, the rule's default role, or none.
             Decision::Allowed { role, .. } => plan.role_arn = role,
-            Decision::Refused(r) => return self.refused(resp, &view, kind, &r),
+            Decision::Refused(r) => return self.refused(answer, &view, kind, &r),
         }
 
         let remaining = budget.saturating_sub(started.elapsed());
@@ -235,11 +315,11 @@ impl Webhook {
                 let reason = format!("no ECR token: {e}");
                 return match self.failure_mode {
                     FailureMode::Open => (
-                        self.with_error(resp, &view, &reason),
+                        with_error(answer, &view, &reason),
                         kind,
                         Outcome::FailedOpen,
                     ),
-                    FailureMode::Closed => (resp.deny(reason), kind, Outcome::Denied),
+                    FailureMode::Closed => (answer.deny(reason), kind, Outcome::Denied),
                 };
             }
         };
@@ -247,27 +327,18 @@ impl Webhook {
         for (key, s) in &served {
             if let Some(why) = &s.stale_because {
                 outcome = Outcome::PatchedStale;
-                warn(
-                    &mut resp,
-                    format!(
-                        "{why}; wrote the cached token for {key}, valid until {}",
-                        rfc3339(s.token.expires_at)
-                    ),
-                );
+                answer.warn(format!(
+                    "{why}; wrote the cached token for {key}, valid until {}",
+                    rfc3339(s.token.expires_at)
+                ));
             }
         }
         let tokens: BTreeMap<TokenKey, &Token> =
             served.iter().map(|(k, s)| (k.clone(), &*s.token)).collect();
         match secret::inject(&view, &plan, &tokens) {
-            Ok(patch) => match resp.clone().with_patch(patch) {
-                Ok(r) => (r, kind, outcome),
-                Err(e) => {
-                    warn(&mut resp, format!("cannot serialize patch: {e}"));
-                    (resp, kind, Outcome::Invalid)
-                }
-            },
+            Ok(patch) => (answer.with_patch(&patch), kind, outcome),
             Err(e) => (
-                self.with_error(resp, &view, &e.to_string()),
+                with_error(answer, &view, &e.to_string()),
                 kind,
                 Outcome::Invalid,
             ),
@@ -299,59 +370,67 @@ impl Webhook {
     /// the refusal counted by rule.
     fn refused(
         &self,
-        resp: AdmissionResponse,
+        answer: Answer,
         view: &SecretView,
         kind: &'static str,
         refusal: &Refusal,
-    ) -> (AdmissionResponse, &'static str, Outcome) {
+    ) -> (Answer, &'static str, Outcome) {
         self.metrics
             .policy_refusal(refusal.rule_label(), refusal.reason.metric_label());
         (
-            self.with_error(resp, view, &refusal.to_string()),
+            with_error(answer, view, &refusal.to_string()),
             kind,
             Outcome::Policy,
         )
     }
 
-    /// Allowed, with a warning and the `error` annotation: the secret keeps what it had.
-    fn with_error(
-        &self,
-        mut resp: AdmissionResponse,
-        view: &SecretView,
-        reason: &str,
-    ) -> AdmissionResponse {
-        warn(&mut resp, reason);
-        let patch = secret::error_patch(view, reason);
-        match resp.clone().with_patch(patch) {
-            Ok(r) => r,
-            Err(_) => resp,
-        }
-    }
-
-    /// Fetches every key concurrently. The fetches run as tasks, so one that outlives this
-    /// request's deadline still fills the cache for the next request.
+    /// Every key's token, in order: cache hits straight away, misses fetched concurrently as
+    /// tasks, so one that outlives this request's deadline still fills the cache for the next.
     async fn fetch_all(
         &self,
         keys: Vec<TokenKey>,
         budget: Duration,
     ) -> Result<Vec<(TokenKey, Served)>, TokenError> {
+        let mut found: Vec<(TokenKey, Option<Served>)> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let hit = self.tokens.cached(&key).await;
+            found.push((key, hit));
+        }
+        if found.iter().all(|(_, s)| s.is_some()) {
+            return Ok(found
+                .into_iter()
+                .filter_map(|(k, s)| Some((k, s?)))
+                .collect());
+        }
         let deadline = tokio::time::Instant::now() + budget;
-        let tasks: Vec<_> = keys
+        let tasks: Vec<_> = found
             .into_iter()
-            .map(|key| {
-                let cache = self.tokens.clone();
-                let k = key.clone();
-                (key, tokio::spawn(async move { cache.get(&k).await }))
+            .map(|(key, hit)| {
+                let task = match hit {
+                    Some(_) => None,
+                    None => {
+                        let cache = self.tokens.clone();
+                        let k = key.clone();
+                        Some(tokio::spawn(async move { cache.get_missed(&k).await }))
+                    }
+                };
+                (key, hit, task)
             })
             .collect();
         let mut out = Vec::with_capacity(tasks.len());
-        for (key, task) in tasks {
+        for (key, hit, task) in tasks {
+            let Some(task) = task else {
+                if let Some(served) = hit {
+                    out.push((key, served));
+                }
+                continue;
+            };
             match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(served))) => out.push((key, served)),
                 Ok(Ok(Err(e))) => return Err(e),
                 Ok(Err(join)) => {
                     return Err(TokenError::Malformed {
-                        region: key.region,
+                        region: key.place().to_string(),
                         message: format!("token task failed: {join}"),
                     });
                 }
@@ -367,25 +446,71 @@ impl Webhook {
     }
 }
 
-/// Serializes an answer the way the Kubernetes documentation writes it: kube-core would send
-/// the patch as an array of numbers, which Go accepts, but base64 is the documented form and
-/// a quarter of the size.
-pub fn to_json(mut review: AdmissionReview<DynamicObject>) -> serde_json::Result<Vec<u8>> {
+/// Allowed, with a warning and the `error` annotation: the secret keeps what it had.
+fn with_error(mut answer: Answer, view: &SecretView, reason: &str) -> Answer {
+    answer.warn(reason);
+    let patch = secret::error_patch(view, reason);
+    answer.with_patch(&patch)
+}
+
+#[derive(Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+/// The answer as the API server reads it, serialized once: the patch in base64 (the documented
+/// form; a byte array would be four times the size), a denial as a 403 status with the reason.
+pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
     use base64::Engine;
-    let patch = review.response.as_mut().and_then(|r| r.patch.take());
-    let mut value = serde_json::to_value(&review)?;
-    if let (Some(patch), Some(resp)) = (
-        patch,
-        value.get_mut("response").and_then(|r| r.as_object_mut()),
-    ) {
-        resp.insert(
-            "patch".into(),
-            base64::engine::general_purpose::STANDARD
-                .encode(patch)
-                .into(),
-        );
-    }
-    serde_json::to_vec(&value)
+    let patch = answer
+        .patch
+        .as_ref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let out = ReviewOut {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: &answer.uid,
+            allowed: answer.allowed,
+            status: answer
+                .message
+                .as_deref()
+                .map(|message| StatusOut { code: 403, message }),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            warnings: &answer.warnings,
+            patch,
+        },
+    };
+    let mut buf = Vec::with_capacity(
+        256 + out.response.patch.as_ref().map_or(0, String::len)
+            + answer.warnings.iter().map(String::len).sum::<usize>(),
+    );
+    serde_json::to_writer(&mut buf, &out)?;
+    Ok(buf)
 }
 
 /// The time the webhook may spend on a request whose API-server `timeout` is `timeout`:

@@ -112,17 +112,62 @@ pub struct SecretView<'a> {
     data_shape_ok: bool,
 }
 
+/// A Secret as the admission path parses it out of a review: only these fields are read; the
+/// rest of the object (`managedFields`, ...) is skipped while parsing and never stored.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SecretObject {
+    #[serde(default)]
+    pub metadata: SecretMeta,
+    #[serde(default, rename = "type")]
+    pub type_: Option<Value>,
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SecretMeta {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
 impl<'a> SecretView<'a> {
     pub fn new(obj: &'a DynamicObject) -> Self {
-        let (data, data_shape_ok) = match obj.data.get("data") {
+        Self::from_parts(
+            obj.metadata.labels.as_ref(),
+            obj.metadata.annotations.as_ref(),
+            obj.data.get("type"),
+            obj.data.get("data"),
+        )
+    }
+
+    pub fn from_object(obj: &'a SecretObject) -> Self {
+        Self::from_parts(
+            obj.metadata.labels.as_ref(),
+            obj.metadata.annotations.as_ref(),
+            obj.type_.as_ref(),
+            obj.data.as_ref(),
+        )
+    }
+
+    fn from_parts(
+        labels: Option<&'a BTreeMap<String, String>>,
+        annotations: Option<&'a BTreeMap<String, String>>,
+        type_: Option<&'a Value>,
+        data: Option<&'a Value>,
+    ) -> Self {
+        let (data, data_shape_ok) = match data {
             None | Some(Value::Null) => (None, true),
             Some(Value::Object(m)) => (Some(m), true),
             Some(_) => (None, false),
         };
         SecretView {
-            labels: obj.metadata.labels.as_ref(),
-            annotations: obj.metadata.annotations.as_ref(),
-            type_: obj.data.get("type").and_then(Value::as_str),
+            labels,
+            annotations,
+            type_: type_.and_then(Value::as_str),
             data,
             data_shape_ok,
         }

@@ -55,7 +55,7 @@ async fn mutate(
 ) -> Response {
     let budget = budget_for(timeout_from_query(query.as_deref()));
     match webhook.review(&body, budget).await {
-        Ok(review) => match to_json(review) {
+        Ok(answer) => match to_json(&answer) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
             Err(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

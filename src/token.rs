@@ -260,15 +260,32 @@ impl TokenCache {
     /// A token for `key` with more than the refresh margin left, or a still-valid older one
     /// with the reason a fresh one could not be had.
     pub async fn get(&self, key: &TokenKey) -> Result<Served, TokenError> {
-        if let Some(token) = self.fresh.get(key).await
-            && self.config.time_to_live(&token, SystemTime::now()) > Duration::ZERO
-        {
-            self.metrics.cache_lookup("hit");
-            return Ok(Served {
-                token,
-                stale_because: None,
-            });
+        match self.cached(key).await {
+            Some(served) => Ok(served),
+            None => self.get_missed(key).await,
         }
+    }
+
+    /// The fresh token for `key` if the cache has one: the hit path, which never calls out.
+    pub async fn cached(&self, key: &TokenKey) -> Option<Served> {
+        let token = self.fresh.get(key).await?;
+        if self
+            .config
+            .time_to_live(&token, SystemTime::now())
+            .is_zero()
+        {
+            return None;
+        }
+        self.metrics.cache_lookup("hit");
+        Some(Served {
+            token,
+            stale_because: None,
+        })
+    }
+
+    /// After [`cached`](Self::cached) found nothing: one shared source call per key, or the
+    /// last good token while the source is failing.
+    pub async fn get_missed(&self, key: &TokenKey) -> Result<Served, TokenError> {
         self.metrics.cache_lookup("miss");
         if let Some(err) = self.backing_off(key) {
             return self.fall_back(key, err);
