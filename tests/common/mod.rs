@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -599,6 +600,11 @@ impl Harness {
         post_review(&self.client, &self.base, body, timeout).await
     }
 
+    /// [`Harness::post`] with an owned body and a 10 s timeout, for many requests at once.
+    pub async fn post_owned(&self, body: String) -> (StatusCode, Value, String) {
+        post_review(&self.client, &self.base, &body, "10s").await
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.metrics_base))
             .await
@@ -693,6 +699,53 @@ pub fn warnings(resp: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An AdmissionReview (CREATE) of a labelled pull secret in `namespace` whose registries
+/// annotation is `registries`, naming `role` if given.
+pub fn pull_secret_review(
+    uid: &str,
+    namespace: &str,
+    registries: &str,
+    role: Option<&str>,
+) -> Value {
+    let mut annotations = json!({"ecr-token-webhook/registries": registries});
+    if let Some(role) = role {
+        annotations["ecr-token-webhook/role-arn"] = json!(role);
+    }
+    let object = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": format!("pull-{uid}"), "namespace": namespace,
+            "labels": {"ecr-token-webhook/inject": "true"}, "annotations": annotations},
+    });
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": format!("pull-{uid}"), "namespace": namespace, "operation": "CREATE",
+            "userInfo": {"username": "test"}, "object": object, "oldObject": null,
+            "dryRun": false,
+        },
+    })
+}
+
+/// The passwords a patched pull secret holds, by registry host.
+pub fn docker_passwords(review: &Value, response: &Value) -> BTreeMap<String, String> {
+    let after = apply(review, response);
+    let cfg: Value =
+        serde_json::from_str(&data(&after, ".dockerconfigjson")).expect("docker config");
+    cfg["auths"]
+        .as_object()
+        .expect("auths")
+        .iter()
+        .map(|(host, e)| {
+            (
+                host.clone(),
+                e["password"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 pub fn addr_of(s: &str) -> SocketAddr {
