@@ -634,6 +634,22 @@ mod tests {
             let e = serve(&flag).unwrap_err();
             assert!(e.contains("replaces --allowed-namespaces"), "{flag:?}: {e}");
         }
+        // status reads the same file, and refuses it beside a flag that says more than serve's
+        // default.
+        let status = |extra: &[&str]| {
+            let mut args = vec!["x", "status", "--policy-file", f];
+            args.extend_from_slice(extra);
+            let Command::Status(s) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("status")
+            };
+            s.known()
+        };
+        let k = status(&["--allowed-namespaces", "*"]).unwrap();
+        assert_eq!(k.policy.unwrap().rules.len(), 1);
+        assert!(k.namespaces.is_none());
+        let e = status(&["--allowed-role-arns", "arn:aws:iam::123456789012:role/x"]).unwrap_err();
+        assert!(e.contains("replaces the --allowed-* flags"), "{e}");
+
         std::fs::write(&file, "rules: []\n").unwrap();
         let e = serve(&[]).unwrap_err();
         assert!(e.contains(f) && e.contains("rules is empty"), "{e}");
