@@ -2,11 +2,11 @@
 //! cache within the API server's deadline, and the patch.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::logging;
@@ -47,6 +47,32 @@ pub struct Webhook {
     namespace_labels: Option<Arc<dyn NamespaceLabels>>,
     failure_mode: FailureMode,
     metrics: Arc<Metrics>,
+    memo: PatchMemo,
+}
+
+/// Encoded patches for the single-token kinds, per token key and secret shape
+/// ([`secret::single_token_shape`]): most writes are touches of secrets that share a token, and
+/// their patch is the same bytes each time. An entry holds its token, so it is used only while
+/// the cache hands out that very token; a new token replaces it.
+#[derive(Default)]
+struct PatchMemo(Mutex<HashMap<(TokenKey, u8), MemoEntry>>);
+
+/// A token and the encoded patch that writes it.
+type MemoEntry = (Arc<Token>, Arc<str>);
+
+impl PatchMemo {
+    fn get(&self, key: &TokenKey, shape: u8, token: &Arc<Token>) -> Option<Arc<str>> {
+        let memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match memo.get(&(key.clone(), shape)) {
+            Some((t, patch)) if Arc::ptr_eq(t, token) => Some(patch.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, key: &TokenKey, shape: u8, token: &Arc<Token>, patch: Arc<str>) {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        memo.insert((key.clone(), shape), (token.clone(), patch));
+    }
 }
 
 const WARNING_PREFIX: &str = "ecr-token-webhook: ";
@@ -135,8 +161,8 @@ pub struct Answer {
     allowed: bool,
     /// Why the write is denied (only when not allowed).
     message: Option<String>,
-    /// A JSON patch (RFC 6902), serialized.
-    patch: Option<Vec<u8>>,
+    /// A JSON patch (RFC 6902), serialized, then base64-encoded as the answer carries it.
+    patch: Option<Arc<str>>,
     warnings: Vec<String>,
 }
 
@@ -164,12 +190,21 @@ impl Answer {
     }
 
     fn with_patch(mut self, patch: &json_patch::Patch) -> Answer {
-        match serde_json::to_vec(patch) {
-            Ok(bytes) => self.patch = Some(bytes),
+        match encode_patch(patch) {
+            Ok(encoded) => self.patch = Some(encoded),
             // Plain data cannot fail to serialize; if it ever did, say so rather than panic.
             Err(e) => self.warn(format!("cannot serialize patch: {e}")),
         }
         self
+    }
+
+    /// The JSON patch the answer carries, decoded (for tests and tools).
+    pub fn patch(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let p = self.patch.as_ref()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(p.as_bytes())
+            .ok()
     }
 
     pub fn allowed(&self) -> bool {
@@ -195,6 +230,7 @@ impl Webhook {
             namespace_labels: None,
             failure_mode,
             metrics,
+            memo: PatchMemo::default(),
         }
     }
 
@@ -333,10 +369,27 @@ impl Webhook {
                 ));
             }
         }
+        let shape = secret::single_token_shape(&view, &plan);
+        let reusable = match (shape, served.as_slice()) {
+            (Some(shape), [(key, s)]) => Some((key, shape, &s.token)),
+            _ => None,
+        };
+        if let Some((key, shape, token)) = reusable
+            && let Some(patch) = self.memo.get(key, shape, token)
+        {
+            answer.patch = Some(patch);
+            return (answer, kind, outcome);
+        }
         let tokens: BTreeMap<TokenKey, &Token> =
             served.iter().map(|(k, s)| (k.clone(), &*s.token)).collect();
         match secret::inject(&view, &plan, &tokens) {
-            Ok(patch) => (answer.with_patch(&patch), kind, outcome),
+            Ok(patch) => {
+                let answer = answer.with_patch(&patch);
+                if let (Some((key, shape, token)), Some(encoded)) = (reusable, &answer.patch) {
+                    self.memo.put(key, shape, token, encoded.clone());
+                }
+                (answer, kind, outcome)
+            }
             Err(e) => (
                 with_error(answer, &view, &e.to_string()),
                 kind,
@@ -446,6 +499,15 @@ impl Webhook {
     }
 }
 
+/// A JSON patch serialized and base64-encoded, as an AdmissionResponse carries it.
+fn encode_patch(patch: &json_patch::Patch) -> serde_json::Result<Arc<str>> {
+    use base64::Engine;
+    let json = serde_json::to_vec(patch)?;
+    Ok(base64::engine::general_purpose::STANDARD
+        .encode(json)
+        .into())
+}
+
 /// Allowed, with a warning and the `error` annotation: the secret keeps what it had.
 fn with_error(mut answer: Answer, view: &SecretView, reason: &str) -> Answer {
     answer.warn(reason);
@@ -453,63 +515,40 @@ fn with_error(mut answer: Answer, view: &SecretView, reason: &str) -> Answer {
     answer.with_patch(&patch)
 }
 
-#[derive(Serialize)]
-struct ReviewOut<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    code: u16,
-    message: &'a str,
-}
-
-/// The answer as the API server reads it, serialized once: the patch in base64 (the documented
-/// form; a byte array would be four times the size), a denial as a 403 status with the reason.
+/// The answer as the API server reads it, written once straight into the buffer: the patch in
+/// base64 (the documented form; a byte array would be four times the size), a denial as a 403
+/// status with the reason. The patch is base64, which needs no escaping, so it is copied as is.
 pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
-    use base64::Engine;
-    let patch = answer
-        .patch
-        .as_ref()
-        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let out = ReviewOut {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &answer.uid,
-            allowed: answer.allowed,
-            status: answer
-                .message
-                .as_deref()
-                .map(|message| StatusOut { code: 403, message }),
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            warnings: &answer.warnings,
-            patch,
-        },
-    };
+    let patch = answer.patch.as_deref();
     let mut buf = Vec::with_capacity(
-        256 + out.response.patch.as_ref().map_or(0, String::len)
-            + answer.warnings.iter().map(String::len).sum::<usize>(),
+        256 + answer.uid.len()
+            + patch.map_or(0, str::len)
+            + answer.warnings.iter().map(|w| w.len() + 4).sum::<usize>(),
     );
-    serde_json::to_writer(&mut buf, &out)?;
+    buf.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    serde_json::to_writer(&mut buf, &answer.uid)?;
+    buf.extend_from_slice(if answer.allowed {
+        br#","allowed":true"#
+    } else {
+        br#","allowed":false"#
+    });
+    if let Some(message) = &answer.message {
+        buf.extend_from_slice(br#","status":{"code":403,"message":"#);
+        serde_json::to_writer(&mut buf, message)?;
+        buf.push(b'}');
+    }
+    if let Some(patch) = patch {
+        buf.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        buf.extend_from_slice(patch.as_bytes());
+        buf.push(b'"');
+    }
+    if !answer.warnings.is_empty() {
+        buf.extend_from_slice(br#","warnings":"#);
+        serde_json::to_writer(&mut buf, &answer.warnings)?;
+    }
+    buf.extend_from_slice(b"}}");
     Ok(buf)
 }
 
@@ -522,6 +561,37 @@ pub fn budget_for(timeout: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_serialize_as_the_api_server_reads_them() {
+        let mut allowed = Answer::allow("u-\"1");
+        allowed.warn("w \"quoted\"\n");
+        let allowed = allowed.with_patch(&json_patch::Patch(Vec::new()));
+        let denied = Answer::allow("u-2").deny("no \"token\"".into());
+        for (answer, want) in [
+            (
+                allowed,
+                serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": {"uid": "u-\"1", "allowed": true, "patchType": "JSONPatch",
+                        "patch": "W10=", "warnings": ["ecr-token-webhook: w \"quoted\"\n"]}}),
+            ),
+            (
+                denied,
+                serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": {"uid": "u-2", "allowed": false,
+                        "status": {"code": 403, "message": "no \"token\""}}}),
+            ),
+            (
+                Answer::allow("u-3"),
+                serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": {"uid": "u-3", "allowed": true}}),
+            ),
+        ] {
+            let bytes = to_json(&answer).unwrap();
+            let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn budget_keeps_a_margin() {

@@ -438,6 +438,21 @@ impl<'v, 'a> PatchBuilder<'v, 'a> {
     }
 }
 
+/// For the kinds that hold one token in `username` and `password` (Argo CD, basic-auth), the
+/// patch [`inject`] builds depends only on the token and on whether the secret already has
+/// `data`, `annotations` and the `error` annotation. This is that shape (0 to 7), so a patch can
+/// be reused for every secret of the same shape that gets the same token; None for other kinds.
+pub fn single_token_shape(view: &SecretView, plan: &Plan) -> Option<u8> {
+    match plan.kind {
+        SecretKind::ArgoRepository | SecretKind::ArgoRepoCreds | SecretKind::BasicAuth => Some(
+            u8::from(view.data.is_some())
+                | u8::from(view.annotations.is_some()) << 1
+                | u8::from(view.annotation(ERROR_ANNOTATION).is_some()) << 2,
+        ),
+        SecretKind::DockerConfigJson | SecretKind::DockerCfg => None,
+    }
+}
+
 /// The patch that writes `tokens` into the secret described by `plan`, sets `expires-at` to the
 /// earliest expiry written and removes a previous `error`.
 pub fn inject(

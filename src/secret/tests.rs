@@ -555,3 +555,72 @@ fn docker_config_hosts_names_every_entry_but_ones_with_credentials() {
         assert_eq!(docker_config_hosts(&SecretView::new(&obj)), want, "{obj:?}");
     }
 }
+
+/// Secrets of one shape that get the same token get the same patch, whatever else they hold:
+/// what makes reusing a patch per token and shape sound.
+#[test]
+fn single_token_patches_depend_only_on_the_shape() {
+    let tokens = Tokens::new();
+    let mut variants = Vec::new();
+    for kind in ["repository", "repo-creds"] {
+        for url in [
+            USE1,
+            "oci://123456789012.dkr.ecr.us-east-1.amazonaws.com/charts",
+        ] {
+            for annotations in [
+                None,
+                Some(json!({})),
+                Some(json!({"team": "a"})),
+                Some(json!({ERROR_ANNOTATION: "old", "x": "y"})),
+                Some(
+                    json!({ERROR_ANNOTATION: "old", EXPIRES_AT_ANNOTATION: "2020-01-01T00:00:00Z"}),
+                ),
+            ] {
+                let mut s = argo(kind, url);
+                if let Some(a) = annotations {
+                    s["metadata"]["annotations"] = a;
+                }
+                s["data"]["password"] = json!(b64("old-token"));
+                variants.push(s);
+            }
+        }
+    }
+    for data in [
+        None,
+        Some(json!({})),
+        Some(json!({"username": b64("someone")})),
+    ] {
+        for annotations in [
+            json!({REGISTRIES_ANNOTATION: USE1}),
+            json!({REGISTRIES_ANNOTATION: USE1, ERROR_ANNOTATION: "x"}),
+        ] {
+            variants.push(pull(BASIC_AUTH, Some(annotations), data.clone()));
+        }
+    }
+    let mut by_shape: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+    for v in &variants {
+        let obj = object(v.clone());
+        let view = SecretView::new(&obj);
+        let plan = plan(&view).expect("plan");
+        let shape = single_token_shape(&view, &plan).expect("a single-token kind");
+        let patch = inject(&view, &plan, &tokens.map(&plan)).expect("inject");
+        by_shape
+            .entry(shape)
+            .or_default()
+            .push(serde_json::to_string(&patch).unwrap());
+    }
+    assert!(by_shape.len() >= 5, "{:?}", by_shape.keys());
+    for (shape, patches) in by_shape {
+        assert!(
+            patches.windows(2).all(|w| w[0] == w[1]),
+            "shape {shape}: {patches:#?}"
+        );
+    }
+    let obj = object(pull(
+        DOCKERCONFIGJSON,
+        Some(json!({REGISTRIES_ANNOTATION: USE1})),
+        None,
+    ));
+    let view = SecretView::new(&obj);
+    assert_eq!(single_token_shape(&view, &plan(&view).unwrap()), None);
+}
