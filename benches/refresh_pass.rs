@@ -60,7 +60,7 @@ async fn run(label: &str, due_every: usize, qps: f64) {
         spread_window: Duration::ZERO,
         retry_base: Duration::from_secs(10),
         retry_max: Duration::from_secs(600),
-        policy: Policy::default(),
+        policy: Policy::default().into(),
         namespaces: Vec::new(),
     };
     let mut refresher = Refresher::new(kube.client(), cfg, Arc::new(Metrics::default()));

@@ -11,7 +11,8 @@ use tracing::Instrument;
 
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::namespaces::NamespaceLabels;
+use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
 use crate::secret::{self, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
@@ -41,7 +42,9 @@ pub struct BadReview(pub String);
 
 pub struct Webhook {
     tokens: Arc<TokenCache>,
-    policy: Policy,
+    policy: SharedPolicy,
+    /// For the policy's namespace selectors; without it, rules with one refuse.
+    namespace_labels: Option<Arc<dyn NamespaceLabels>>,
     failure_mode: FailureMode,
     metrics: Arc<Metrics>,
     memo: PatchMemo,
@@ -217,19 +220,27 @@ impl Answer {
 }
 
 impl Webhook {
+    /// `policy`: a [`Policy`], or a [`SharedPolicy`] that a policy file reloader updates.
     pub fn new(
         tokens: Arc<TokenCache>,
-        policy: Policy,
+        policy: impl Into<SharedPolicy>,
         failure_mode: FailureMode,
         metrics: Arc<Metrics>,
     ) -> Self {
         Webhook {
             tokens,
-            policy,
+            policy: policy.into(),
+            namespace_labels: None,
             failure_mode,
             metrics,
             memo: PatchMemo::default(),
         }
+    }
+
+    /// Where namespace labels come from, for rules with a `namespaceSelector`.
+    pub fn with_namespace_labels(mut self, labels: Arc<dyn NamespaceLabels>) -> Self {
+        self.namespace_labels = Some(labels);
+        self
     }
 
     /// Answers one AdmissionReview body. Only a body that is not a v1 AdmissionReview with a
@@ -302,11 +313,20 @@ impl Webhook {
             .as_deref()
             .or(obj.metadata.namespace.as_deref())
             .unwrap_or_default();
-        if let Err(v) = self.policy.check_namespace(namespace) {
-            answer.warn(format!("{v}; secret left unchanged"));
-            return (answer, kind, Outcome::Policy);
+        // The policy's decision: one version of it for the whole request.
+        let policy = self.policy.current();
+        let labels = self
+            .namespace_labels(&policy, namespace, budget.saturating_sub(started.elapsed()))
+            .await;
+        let labels = match &labels {
+            Ok(l) => Labels::Known(l),
+            Err(e) => Labels::Unknown(e),
+        };
+        // The namespace first: a secret no rule covers is refused whatever its content.
+        if let Decision::Refused(r) = policy.decide(namespace, labels, &[], None) {
+            return self.refused(answer, &view, kind, &r);
         }
-        let plan = match secret::plan(&view) {
+        let mut plan = match secret::plan(&view) {
             Ok(plan) => plan,
             Err(e) => {
                 return (
@@ -316,17 +336,15 @@ impl Webhook {
                 );
             }
         };
-        let policy = plan
-            .registries
-            .iter()
-            .try_for_each(|r| self.policy.check_registry(r))
-            .and_then(|_| match &plan.role_arn {
-                Some(role) => self.policy.check_role(role),
-                None => Ok(()),
-            });
-        if let Err(v) = policy {
-            answer.warn(format!("{v}; secret left unchanged"));
-            return (answer, kind, Outcome::Policy);
+        match policy.decide(
+            namespace,
+            labels,
+            &plan.registries,
+            plan.role_arn.as_deref(),
+        ) {
+            // The secret's role, the rule's default role, or none.
+            Decision::Allowed { role, .. } => plan.role_arn = role,
+            Decision::Refused(r) => return self.refused(answer, &view, kind, &r),
         }
 
         let remaining = budget.saturating_sub(started.elapsed());
@@ -383,6 +401,45 @@ impl Webhook {
         }
     }
 
+    /// The namespace's labels if a rule that could match it selects by label (cached by the
+    /// source; bounded by what is left of the request's budget), else none needed.
+    async fn namespace_labels(
+        &self,
+        policy: &Policy,
+        namespace: &str,
+        budget: Duration,
+    ) -> Result<crate::namespaces::Labels, String> {
+        if !policy.needs_labels(namespace) {
+            return Ok(Default::default());
+        }
+        let Some(source) = &self.namespace_labels else {
+            return Err("no Kubernetes client to read them with".into());
+        };
+        tokio::time::timeout(budget, source.labels(namespace))
+            .await
+            .unwrap_or_else(|_| {
+                Err("no answer from the Kubernetes API within the request timeout".into())
+            })
+    }
+
+    /// A policy refusal: no token, the `error` annotation and a warning that name the rule, and
+    /// the refusal counted by rule.
+    fn refused(
+        &self,
+        answer: Answer,
+        view: &SecretView,
+        kind: &'static str,
+        refusal: &Refusal,
+    ) -> (Answer, &'static str, Outcome) {
+        self.metrics
+            .policy_refusal(refusal.rule_label(), refusal.reason.metric_label());
+        (
+            with_error(answer, view, &refusal.to_string()),
+            kind,
+            Outcome::Policy,
+        )
+    }
+
     /// Every key's token, in order: cache hits straight away, misses fetched concurrently as
     /// tasks, so one that outlives this request's deadline still fills the cache for the next.
     async fn fetch_all(
@@ -429,7 +486,7 @@ impl Webhook {
                 Ok(Ok(Err(e))) => return Err(e),
                 Ok(Err(join)) => {
                     return Err(TokenError::Malformed {
-                        region: key.region,
+                        region: key.place().to_string(),
                         message: format!("token task failed: {join}"),
                     });
                 }

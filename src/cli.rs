@@ -175,6 +175,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_role_arns: Vec<String>,
+    /// A policy file (YAML, usually a mounted ConfigMap) with ordered rules per namespace; it
+    /// replaces the three --allowed-* flags. Reloaded when its content changes.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// How often the policy file is checked for changes.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_POLICY_RELOAD_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub policy_reload_interval: Duration,
+    /// How long a namespace's labels are cached for the policy file's namespaceSelectors.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_NAMESPACE_LABELS_TTL", default_value = "30s", value_parser = duration)]
+    pub namespace_labels_ttl: Duration,
     /// Namespaced mode: the refresher lists opted-in secrets only in these namespaces
     /// (comma-separated names), so it needs RBAC on secrets and events only there. Empty: all
     /// namespaces (a cluster-wide list).
@@ -240,26 +250,59 @@ impl ServeArgs {
         out
     }
 
+    /// The policy of the `--allowed-*` flags, or of `--policy-file`, read now. A file replaces
+    /// the flags: given together with a flag at other than its default, it is refused, so no
+    /// setting is ever silently ignored.
     pub fn policy(&self) -> Result<Policy, String> {
-        let patterns = |v: &[String]| -> Vec<Pattern> {
-            v.iter()
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(Pattern::new)
-                .collect()
-        };
-        let registries = self
-            .allowed_registries
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| RegistryPattern::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policy {
-            namespaces: patterns(&self.allowed_namespaces),
-            registries,
-            role_arns: patterns(&self.allowed_role_arns),
-        })
+        self.load_policy().map(|(p, _)| p)
     }
+
+    /// [`ServeArgs::policy`], with the policy file's content as read (for the reloader).
+    pub fn load_policy(&self) -> Result<(Policy, Option<Vec<u8>>), String> {
+        let flags = flag_policy(
+            &self.allowed_namespaces,
+            &self.allowed_registries,
+            &self.allowed_role_arns,
+        )?;
+        let Some(path) = &self.policy_file else {
+            return Ok((flags, None));
+        };
+        if flags != Policy::default() {
+            return Err(format!(
+                "--policy-file {} replaces --allowed-namespaces, --allowed-registries and \
+                 --allowed-role-arns; leave those at their defaults (*, * and none) or unset \
+                 (ECR_TOKEN_WEBHOOK_ALLOWED_*) and write the rules in the file",
+                path.display()
+            ));
+        }
+        crate::policy_file::load(path).map(|(policy, bytes)| (policy, Some(bytes)))
+    }
+}
+
+/// The `--allowed-*` flags as the one-rule policy.
+fn flag_policy(
+    namespaces: &[String],
+    registries: &[String],
+    role_arns: &[String],
+) -> Result<Policy, String> {
+    let registries = registries
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| RegistryPattern::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Policy::from_flags(
+        patterns(namespaces),
+        registries,
+        patterns(role_arns),
+    ))
+}
+
+fn patterns(v: &[String]) -> Vec<Pattern> {
+    v.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(Pattern::new)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -320,6 +363,10 @@ pub struct StatusArgs {
         value_delimiter = ','
     )]
     pub allowed_role_arns: Vec<String>,
+    /// The webhook's --policy-file (a local copy, e.g. from `kubectl get configmap`), to check
+    /// secrets against, naming the rule that refuses. Default: not checked.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
 }
 
 impl StatusArgs {
@@ -340,11 +387,35 @@ impl StatusArgs {
             .filter(|s| !s.trim().is_empty())
             .map(|s| RegistryPattern::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(crate::status::Known {
+        let mut known = crate::status::Known {
             namespaces: patterns(&self.allowed_namespaces),
             registries: (!registries.is_empty()).then_some(registries),
             role_arns: patterns(&self.allowed_role_arns),
-        })
+            policy: None,
+        };
+        if let Some(path) = &self.policy_file {
+            // As for serve: the file replaces the flags, which may only say their defaults.
+            let defaults = known
+                .namespaces
+                .as_ref()
+                .is_none_or(|n| n == &[Pattern::new("*")])
+                && known
+                    .registries
+                    .as_ref()
+                    .is_none_or(|r| r == &[RegistryPattern::any()])
+                && known.role_arns.is_none();
+            if !defaults {
+                return Err(format!(
+                    "--policy-file {} replaces the --allowed-* flags; give one or the other",
+                    path.display()
+                ));
+            }
+            known = crate::status::Known {
+                policy: Some(crate::policy_file::load(path)?.0),
+                ..Default::default()
+            };
+        }
+        Ok(known)
     }
 }
 
@@ -393,9 +464,7 @@ mod tests {
         assert_eq!(s.metrics_listen.to_string(), "0.0.0.0:9090");
         assert_eq!(s.refresh_margin, Duration::from_secs(6 * 3600));
         assert_eq!(s.failure_mode, FailureMode::Open);
-        let p = s.policy().unwrap();
-        assert!(p.check_namespace("x").is_ok());
-        assert!(p.role_arns.is_empty());
+        assert_eq!(s.policy().unwrap(), Policy::default());
         assert!(
             s.secret_namespaces().is_empty(),
             "all namespaces by default"
@@ -429,7 +498,7 @@ mod tests {
         };
         assert_eq!(s.refresh_margin, Duration::from_secs(5400));
         assert_eq!(s.allowed_namespaces, ["argocd", "team-*"]);
-        assert_eq!(s.policy().unwrap().registries.len(), 2);
+        assert_eq!(s.policy().unwrap().rules[0].registries.len(), 2);
         assert_eq!(s.failure_mode, FailureMode::Closed);
         assert_eq!(s.secret_namespaces(), ["argocd", "team-a"]);
     }
@@ -531,5 +600,59 @@ mod tests {
             panic!("serve")
         };
         assert!(s.policy().is_err());
+    }
+
+    #[test]
+    fn a_policy_file_replaces_the_flags() {
+        let dir =
+            std::env::temp_dir().join(format!("ecr-token-webhook-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("policy.yaml");
+        std::fs::write(
+            &file,
+            "rules: [{name: all, namespaces: ['*'], registries: ['*']}]\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let serve = |extra: &[&str]| {
+            let mut args = vec!["x", "serve", "--tls-self-signed", "--policy-file", f];
+            args.extend_from_slice(extra);
+            let Command::Serve(s) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("serve")
+            };
+            s.policy()
+        };
+        let p = serve(&[]).unwrap();
+        assert_eq!(p.rules[0].name.as_deref(), Some("all"));
+        // The flags at their defaults say nothing and may stay (the manifests set them).
+        assert!(serve(&["--allowed-namespaces", "*", "--allowed-registries", "*"]).is_ok());
+        for flag in [
+            ["--allowed-namespaces", "argocd"],
+            ["--allowed-registries", "123456789012"],
+            ["--allowed-role-arns", "arn:aws:iam::123456789012:role/x"],
+        ] {
+            let e = serve(&flag).unwrap_err();
+            assert!(e.contains("replaces --allowed-namespaces"), "{flag:?}: {e}");
+        }
+        // status reads the same file, and refuses it beside a flag that says more than serve's
+        // default.
+        let status = |extra: &[&str]| {
+            let mut args = vec!["x", "status", "--policy-file", f];
+            args.extend_from_slice(extra);
+            let Command::Status(s) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("status")
+            };
+            s.known()
+        };
+        let k = status(&["--allowed-namespaces", "*"]).unwrap();
+        assert_eq!(k.policy.unwrap().rules.len(), 1);
+        assert!(k.namespaces.is_none());
+        let e = status(&["--allowed-role-arns", "arn:aws:iam::123456789012:role/x"]).unwrap_err();
+        assert!(e.contains("replaces the --allowed-* flags"), "{e}");
+
+        std::fs::write(&file, "rules: []\n").unwrap();
+        let e = serve(&[]).unwrap_err();
+        assert!(e.contains(f) && e.contains("rules is empty"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,17 +1,29 @@
-//! The AWS edge: `GetAuthorizationToken` through aws-sdk-ecr.
+//! The AWS edge: `GetAuthorizationToken` through aws-sdk-ecr, and ECR Public's through
+//! aws-sdk-ecrpublic.
 //!
-//! Credentials come from aws-config's default chain; `AWS_ENDPOINT_URL_ECR` (or
-//! `AWS_ENDPOINT_URL`) points the client at another endpoint. The region comes from the
-//! registry host, so one process serves registries in every region.
+//! Credentials come from aws-config's default chain; `AWS_ENDPOINT_URL_ECR`,
+//! `AWS_ENDPOINT_URL_ECR_PUBLIC` and `AWS_ENDPOINT_URL_STS` (or `AWS_ENDPOINT_URL`) point the
+//! clients at other endpoints. The region comes from the registry host, so one process serves
+//! registries in every region.
+//!
+//! Every client shares one identity cache, partitioned per credentials provider: the pod's
+//! own credentials (IRSA, Pod Identity, keys) are resolved once for every region and for STS,
+//! and each role has one AssumeRole provider shared by every region's client, so a role is
+//! assumed once per credential lifetime, not once per region and call.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use aws_config::identity::IdentityCache;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::registry::PUBLIC_REGION;
 use crate::text::truncate;
 use crate::token::{Token, TokenError, TokenFuture, TokenKey, TokenSource};
 
@@ -35,68 +47,134 @@ pub async fn load_sdk_config() -> SdkConfig {
         .await
 }
 
+#[derive(Clone)]
+enum Client {
+    Private(aws_sdk_ecr::Client),
+    Public(aws_sdk_ecrpublic::Client),
+}
+
 pub struct EcrTokenSource {
     sdk: SdkConfig,
-    clients: tokio::sync::Mutex<HashMap<TokenKey, aws_sdk_ecr::Client>>,
+    /// One AssumeRole credentials provider per role, shared by every region's client.
+    roles: tokio::sync::Mutex<HashMap<String, SharedCredentialsProvider>>,
+    clients: tokio::sync::Mutex<HashMap<TokenKey, Client>>,
 }
 
 impl EcrTokenSource {
     pub fn new(sdk: SdkConfig) -> Self {
+        // Every client built here shares this one cache (aws-config's defaults already set
+        // one; a hand-made configuration may not).
+        let sdk = match sdk.identity_cache() {
+            Some(_) => sdk,
+            None => sdk
+                .into_builder()
+                .identity_cache(IdentityCache::lazy().build())
+                .build(),
+        };
         EcrTokenSource {
             sdk,
+            roles: tokio::sync::Mutex::new(HashMap::new()),
             clients: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// One client per region and role, built once: clients hold connection pools and the
-    /// assumed-role credentials cache.
-    async fn client(&self, key: &TokenKey) -> aws_sdk_ecr::Client {
+    /// The role's credentials provider, made on first use. STS is asked in the configured
+    /// region (AWS_REGION), else in the region the role is first needed for.
+    async fn role(&self, role_arn: &str, region: &str) -> SharedCredentialsProvider {
+        let mut roles = self.roles.lock().await;
+        if let Some(p) = roles.get(role_arn) {
+            return p.clone();
+        }
+        let sts_region = self
+            .sdk
+            .region()
+            .cloned()
+            .unwrap_or_else(|| Region::new(region.to_string()));
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&self.sdk)
+                .region(sts_region)
+                .build(),
+        );
+        let provider = SharedCredentialsProvider::new(AssumeRole {
+            sts,
+            role_arn: role_arn.to_string(),
+        });
+        roles.insert(role_arn.to_string(), provider.clone());
+        provider
+    }
+
+    /// One client per region (or ECR Public) and role, built once: clients hold connection
+    /// pools; the credentials they sign with are cached in the shared identity cache.
+    async fn client(&self, key: &TokenKey) -> Client {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(key) {
             return c.clone();
         }
-        let region = Region::new(key.region.clone());
-        let mut builder = aws_sdk_ecr::config::Builder::from(&self.sdk).region(region.clone());
-        if let Some(role) = &key.role_arn {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-                .session_name(SESSION_NAME)
-                .region(region)
-                .configure(&self.sdk)
-                .build()
-                .await;
-            builder = builder.credentials_provider(provider);
-        }
-        let client = aws_sdk_ecr::Client::from_conf(builder.build());
+        let credentials = match &key.role_arn {
+            Some(role) => Some(self.role(role, &key.region).await),
+            None => None,
+        };
+        let client = if key.public {
+            let mut b = aws_sdk_ecrpublic::config::Builder::from(&self.sdk)
+                .region(Region::new(PUBLIC_REGION));
+            // The shared provider itself (not a wrapper): its cache partition is the role's.
+            b.set_credentials_provider(credentials);
+            Client::Public(aws_sdk_ecrpublic::Client::from_conf(b.build()))
+        } else {
+            let mut b = aws_sdk_ecr::config::Builder::from(&self.sdk)
+                .region(Region::new(key.region.clone()));
+            b.set_credentials_provider(credentials);
+            Client::Private(aws_sdk_ecr::Client::from_conf(b.build()))
+        };
         clients.insert(key.clone(), client.clone());
         tracing::debug!(key = %key, "built ECR client");
         client
     }
 
     async fn get_token(&self, key: &TokenKey) -> Result<Token, TokenError> {
-        let client = self.client(key).await;
-        let out = client
-            .get_authorization_token()
-            .send()
-            .await
-            .map_err(|e| failure(key, &e, &token_files()))?;
         let malformed = |message: &str| TokenError::Malformed {
-            region: key.region.clone(),
+            region: key.place().to_string(),
             message: message.to_string(),
         };
-        let data = out
-            .authorization_data()
-            .first()
-            .ok_or_else(|| malformed("no authorizationData"))?;
-        let encoded = data
-            .authorization_token()
-            .ok_or_else(|| malformed("no authorizationToken"))?;
-        let expires_at = data
-            .expires_at()
+        let (encoded, expires_at) = match self.client(key).await {
+            Client::Private(client) => {
+                let out = client
+                    .get_authorization_token()
+                    .send()
+                    .await
+                    .map_err(|e| failure(key, &e, &token_files()))?;
+                let data = out
+                    .authorization_data()
+                    .first()
+                    .ok_or_else(|| malformed("no authorizationData"))?;
+                (
+                    data.authorization_token().map(str::to_string),
+                    data.expires_at().copied(),
+                )
+            }
+            // ECR Public answers with one authorizationData object, not a list.
+            Client::Public(client) => {
+                let out = client
+                    .get_authorization_token()
+                    .send()
+                    .await
+                    .map_err(|e| failure(key, &e, &token_files()))?;
+                let data = out
+                    .authorization_data()
+                    .ok_or_else(|| malformed("no authorizationData"))?;
+                (
+                    data.authorization_token().map(str::to_string),
+                    data.expires_at().copied(),
+                )
+            }
+        };
+        let encoded = encoded.ok_or_else(|| malformed("no authorizationToken"))?;
+        let expires_at = expires_at
             .ok_or_else(|| malformed("no expiresAt"))
             .and_then(|t| {
-                SystemTime::try_from(*t).map_err(|_| malformed("expiresAt out of range"))
+                SystemTime::try_from(t).map_err(|_| malformed("expiresAt out of range"))
             })?;
-        let (username, password) = decode_token(encoded).map_err(malformed)?;
+        let (username, password) = decode_token(&encoded).map_err(malformed)?;
         Ok(Token {
             username,
             password,
@@ -108,6 +186,52 @@ impl EcrTokenSource {
 impl TokenSource for EcrTokenSource {
     fn fetch<'a>(&'a self, key: &'a TokenKey) -> TokenFuture<'a> {
         Box::pin(self.get_token(key))
+    }
+}
+
+/// Credentials of a role, from STS AssumeRole, signed with the base credentials. Unlike
+/// aws-config's AssumeRoleProvider, whose STS client caches nothing (it resolves the pod's own
+/// credentials again for every AssumeRole), this one's STS client shares the identity cache.
+#[derive(Debug)]
+struct AssumeRole {
+    sts: aws_sdk_sts::Client,
+    role_arn: String,
+}
+
+impl AssumeRole {
+    async fn assume(&self) -> provider::Result {
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name(SESSION_NAME)
+            .send()
+            .await
+            // The STS error stays the source: `failure` reports its code and message.
+            .map_err(CredentialsError::provider_error)?;
+        let c = out
+            .credentials()
+            .ok_or_else(|| CredentialsError::unhandled("STS AssumeRole returned no credentials"))?;
+        let expiry = SystemTime::try_from(*c.expiration())
+            .map_err(|_| CredentialsError::unhandled("STS AssumeRole: expiration out of range"))?;
+        tracing::debug!(role_arn = %self.role_arn, access_key_id = %c.access_key_id(),
+            expires_at = %crate::time::rfc3339(expiry), "assumed role");
+        Ok(Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            Some(expiry),
+            "AssumeRole",
+        ))
+    }
+}
+
+impl ProvideCredentials for AssumeRole {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(self.assume())
     }
 }
 
@@ -151,7 +275,7 @@ pub fn failure(
     if !credentials {
         let message = service_error(&layers).unwrap_or_else(|| describe_chain(err));
         return TokenError::Ecr {
-            region: key.region.clone(),
+            region: key.place().to_string(),
             message: truncate(&message, MAX_DESCRIPTION),
         };
     }
@@ -179,10 +303,11 @@ fn chain<'a>(
     std::iter::successors(Some(err), |e| e.source()).collect()
 }
 
-/// `code: message` from the first layer that is a service error of ECR or STS (AssumeRole,
+/// `code: message` from the first layer that is a service error of ECR, ECR Public or STS (AssumeRole,
 /// or AssumeRoleWithWebIdentity for IRSA).
 fn service_error(layers: &[&(dyn std::error::Error + 'static)]) -> Option<String> {
     use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
+    use aws_sdk_ecrpublic::operation::get_authorization_token::GetAuthorizationTokenError as PublicError;
     use aws_sdk_sts::operation::assume_role::AssumeRoleError;
     use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
     fn meta(e: &dyn ProvideErrorMetadata) -> Option<String> {
@@ -194,6 +319,8 @@ fn service_error(layers: &[&(dyn std::error::Error + 'static)]) -> Option<String
     }
     layers.iter().find_map(|e| {
         if let Some(x) = e.downcast_ref::<GetAuthorizationTokenError>() {
+            meta(x)
+        } else if let Some(x) = e.downcast_ref::<PublicError>() {
             meta(x)
         } else if let Some(x) = e.downcast_ref::<AssumeRoleError>() {
             meta(x)
@@ -325,10 +452,7 @@ mod tests {
     }
 
     fn key(role: Option<&str>) -> TokenKey {
-        TokenKey {
-            region: "eu-west-1".into(),
-            role_arn: role.map(String::from),
-        }
+        TokenKey::new("eu-west-1", role.map(String::from))
     }
 
     #[test]
@@ -347,6 +471,13 @@ mod tests {
                 Box::new(layers(&["dispatch failure", "io error", "connection refused"])),
                 vec![],
                 "GetAuthorizationToken in eu-west-1: dispatch failure: io error: connection refused".into(),
+            ),
+            (
+                TokenKey::public(None),
+                Box::new(layers(&["dispatch failure", "connection refused"])),
+                vec![],
+                "ECR Public GetAuthorizationToken (us-east-1): dispatch failure: connection refused"
+                    .into(),
             ),
             (
                 key(None),

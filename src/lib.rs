@@ -2,7 +2,8 @@
 //! opted-in Kubernetes Secrets.
 //!
 //! Pure logic lives in [`registry`], [`secret`] and [`policy`]; the edges are [`ecr`] (AWS),
-//! [`server`] (HTTP and TLS) and [`admission`], which joins them.
+//! [`server`] (HTTP and TLS), [`policy_file`] and [`namespaces`] (the policy's inputs) and
+//! [`admission`], which joins them.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -11,7 +12,9 @@ pub mod ecr;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod namespaces;
 pub mod policy;
+pub mod policy_file;
 pub mod refresh;
 pub mod refresher;
 pub mod registry;

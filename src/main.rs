@@ -10,7 +10,9 @@ use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
 use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::logging;
 use ecr_token_webhook::metrics::Metrics;
-use ecr_token_webhook::policy::Policy;
+use ecr_token_webhook::namespaces::KubeNamespaceLabels;
+use ecr_token_webhook::policy::SharedPolicy;
+use ecr_token_webhook::policy_file;
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
 use ecr_token_webhook::selfmanaged::{Check, Material, SelfManaged, SelfManagedConfig};
 use ecr_token_webhook::server::{self, Listen};
@@ -102,12 +104,14 @@ fn certs(args: &CertsArgs) -> Result<(), String> {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let mut signals = Signals::register();
-    let policy = args.policy()?;
-    let policy_for_refresher = policy.clone();
+    let (policy, policy_bytes) = args.load_policy()?;
     tracing::info!(policy = %policy.describe(), failure_mode = args.failure_mode.label(),
         refresh_margin = %humantime::format_duration(args.refresh_margin), "starting");
-    // Self-managed TLS and the refresher share one client; with neither, none is made.
-    let kube = if args.tls_self_managed || args.refresher {
+    // The webhook and the refresher share the policy in force; a reloaded file replaces it.
+    let policy = SharedPolicy::new(policy);
+    // Self-managed TLS, the refresher and the policy file's namespace selectors share one
+    // client; with none of them, none is made.
+    let kube = if args.tls_self_managed || args.refresher || args.policy_file.is_some() {
         Some(kube_client(&args).await)
     } else {
         None
@@ -157,12 +161,31 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         ..CacheConfig::default()
     };
     let tokens = Arc::new(TokenCache::new(source, cache_config, metrics.clone()));
-    let webhook = Arc::new(Webhook::new(
+    let mut webhook = Webhook::new(
         tokens.clone(),
-        policy,
+        policy.clone(),
         args.failure_mode,
         metrics.clone(),
-    ));
+    );
+    if let (Some(path), Some(bytes)) = (&args.policy_file, policy_bytes) {
+        // Namespace labels only for rules with a namespaceSelector: read on demand, cached.
+        let client = match &kube {
+            Some(Ok((client, _))) => Ok(client.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no Kubernetes client".to_string()),
+        };
+        webhook = webhook.with_namespace_labels(Arc::new(KubeNamespaceLabels::new(
+            client,
+            args.namespace_labels_ttl,
+        )));
+        policy_file::spawn_reloader(
+            policy.clone(),
+            policy_file::Reloader::new(path, bytes),
+            args.policy_reload_interval,
+            metrics.clone(),
+        );
+    }
+    let webhook = Arc::new(webhook);
     let listen = Listen {
         addr: args.listen,
         metrics_addr: args.metrics_listen,
@@ -183,7 +206,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let (stop, stopped) = watch::channel(false);
     let mut background = match kube.filter(|_| args.refresher) {
-        Some(kube) => start_refresher(&args, kube, policy_for_refresher, metrics, stopped).await,
+        Some(kube) => start_refresher(&args, kube, policy, metrics, stopped).await,
         None => {
             tracing::info!("refresher off (--refresher=false)");
             None
@@ -287,7 +310,7 @@ async fn start_self_managed(
 async fn start_refresher(
     args: &ServeArgs,
     kube: Result<(kube::Client, String), String>,
-    policy: Policy,
+    policy: SharedPolicy,
     metrics: Arc<Metrics>,
     stopped: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {

@@ -30,6 +30,14 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// A policy refusal: the rule (its name, `rules[N]`, `flags`, or `none` when no rule matched;
+/// bounded by the number of rules) and what was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub rule: String,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     pub region: String,
@@ -48,6 +56,8 @@ pub struct Metrics {
     tls_renewals: Family<OutcomeLabels, Counter>,
     tls_not_after: Gauge<f64, AtomicU64>,
     touches: Family<OutcomeLabels, Counter>,
+    policy_refusals: Family<PolicyLabels, Counter>,
+    policy_reloads: Family<OutcomeLabels, Counter>,
     secrets_seen: Gauge,
     secrets_due: Gauge,
     earliest_expiry: Gauge<f64, AtomicU64>,
@@ -123,6 +133,18 @@ impl Default for Metrics {
             "Refresher touches by outcome: took, did_not_take, gone, conflict, forbidden, error",
             touches.clone(),
         );
+        let policy_refusals = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_refusals",
+            "Secrets refused by the policy, by rule (name, rules[N], flags, or none when no rule matched) and reason (namespace, registry, role, labels)",
+            policy_refusals.clone(),
+        );
+        let policy_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Changes of the policy file: reloaded, or refused (the last good policy stays)",
+            policy_reloads.clone(),
+        );
         let secrets_seen = Gauge::default();
         registry.register(
             "refresh_secrets_seen",
@@ -156,6 +178,8 @@ impl Default for Metrics {
         Metrics {
             registry,
             touches,
+            policy_refusals,
+            policy_reloads,
             secrets_seen,
             secrets_due,
             earliest_expiry,
@@ -208,6 +232,18 @@ impl Metrics {
             .inc();
     }
 
+    pub fn policy_refusal(&self, rule: String, reason: &'static str) {
+        self.policy_refusals
+            .get_or_create(&PolicyLabels { rule, reason })
+            .inc();
+    }
+
+    pub fn policy_reload(&self, outcome: &'static str) {
+        self.policy_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     pub fn touch(&self, outcome: &'static str) {
         self.touches.get_or_create(&OutcomeLabels { outcome }).inc();
     }
@@ -255,7 +291,7 @@ impl Metrics {
         for (key, secs) in expiries {
             self.token_expiry
                 .get_or_create(&TokenLabels {
-                    region: key.region.clone(),
+                    region: key.place().to_string(),
                     role_arn: key.role_arn.clone().unwrap_or_default(),
                 })
                 .set(*secs);

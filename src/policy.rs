@@ -1,8 +1,20 @@
-//! Who may receive tokens for what: namespaces, registries and role ARNs, as `*`/`?` patterns.
+//! Who may receive tokens for what, as one pure decision: [`Policy::decide`].
+//!
+//! A policy is an ordered list of rules. A rule matches a namespace by name patterns and,
+//! optionally, a label selector on the namespace; the first rule that matches decides which
+//! registries (account and region patterns) its secrets may receive tokens for, which role ARNs
+//! they may name, and the role used for secrets that name none. No rule, no token.
+//!
+//! The `--allowed-*` flags are the one-rule case ([`Policy::from_flags`]); a policy file
+//! (`--policy-file`, YAML) holds any number of rules ([`Policy::from_yaml`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
-use crate::registry::Registry;
+use serde::Deserialize;
+
+use crate::registry::{PUBLIC_ACCOUNT, Registry};
 
 /// A shell-style pattern: `*` matches any run of characters, `?` one character.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +62,9 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// A registry pattern: `ACCOUNT[:REGION]`, each part a pattern (`123456789012:eu-*`, `*:us-east-1`).
+/// A registry pattern: `ACCOUNT[:REGION]`, each part a pattern (`123456789012:eu-*`,
+/// `*:us-east-1`). ECR Public's registries (`public.ecr.aws`, `ecr-public.aws.com`) have the
+/// account `public` and the region `us-east-1`: `public` allows them, and so does `*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryPattern {
     account: Pattern,
@@ -63,7 +77,7 @@ impl RegistryPattern {
         let (account, region) = s.split_once(':').unwrap_or((s, "*"));
         if account.is_empty() || region.is_empty() || region.contains(':') {
             return Err(format!(
-                "invalid registry pattern {s:?}: expected ACCOUNT[:REGION], e.g. 123456789012:eu-*"
+                "invalid registry pattern {s:?}: expected ACCOUNT[:REGION], e.g. 123456789012:eu-*, or public"
             ));
         }
         Ok(RegistryPattern {
@@ -72,7 +86,15 @@ impl RegistryPattern {
         })
     }
 
+    pub fn any() -> Self {
+        RegistryPattern {
+            account: Pattern::new("*"),
+            region: Pattern::new("*"),
+        }
+    }
+
     pub fn matches(&self, r: &Registry) -> bool {
+        debug_assert!(!r.public || r.account == PUBLIC_ACCOUNT);
         self.account.matches(&r.account) && self.region.matches(&r.region)
     }
 }
@@ -83,40 +105,305 @@ impl fmt::Display for RegistryPattern {
     }
 }
 
-/// A request the policy refuses, with the rule it broke.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
-    #[error("namespace {namespace} is not in --allowed-namespaces ({allowed})")]
-    Namespace { namespace: String, allowed: String },
-    #[error("registry {registry} is not in --allowed-registries ({allowed})")]
-    Registry { registry: String, allowed: String },
-    #[error("role {role} is not in --allowed-role-arns ({allowed})")]
-    Role { role: String, allowed: String },
+/// A Kubernetes label selector on the namespace: `matchLabels` and `matchExpressions`, both
+/// required to hold (an empty selector matches every namespace), as in the Kubernetes API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<Requirement>,
 }
 
-#[derive(Clone, Debug)]
-pub struct Policy {
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: Operator,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator {
+                    Operator::In => value.is_some_and(|v| r.values.contains(v)),
+                    Operator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
+                    Operator::Exists => value.is_some(),
+                    Operator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+
+    /// The API server's own checks: a key, and values exactly for In and NotIn.
+    fn validate(&self) -> Result<(), String> {
+        for (i, r) in self.match_expressions.iter().enumerate() {
+            let at = format!("matchExpressions[{i}]");
+            if r.key.trim().is_empty() {
+                return Err(format!("{at}: key is empty"));
+            }
+            match (r.operator, r.values.is_empty()) {
+                (Operator::In | Operator::NotIn, true) => {
+                    return Err(format!("{at}: {:?} needs values", r.operator));
+                }
+                (Operator::Exists | Operator::DoesNotExist, false) => {
+                    return Err(format!("{at}: {:?} takes no values", r.operator));
+                }
+                _ => {}
+            }
+        }
+        if self.match_labels.keys().any(|k| k.trim().is_empty()) {
+            return Err("matchLabels: a key is empty".into());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for LabelSelector {
+    /// kubectl's selector syntax: `team=a,env in (prod,staging),!legacy`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for r in &self.match_expressions {
+            parts.push(match r.operator {
+                Operator::In => format!("{} in ({})", r.key, r.values.join(",")),
+                Operator::NotIn => format!("{} notin ({})", r.key, r.values.join(",")),
+                Operator::Exists => r.key.clone(),
+                Operator::DoesNotExist => format!("!{}", r.key),
+            });
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// One rule: which namespaces it covers and what their secrets may get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Shown in refusals and used as the `rule` metric label.
+    pub name: Option<String>,
     pub namespaces: Vec<Pattern>,
+    /// Namespaces must also carry these labels (looked up, and cached, by the webhook).
+    pub namespace_selector: Option<LabelSelector>,
     pub registries: Vec<RegistryPattern>,
-    /// Empty: no per-secret role is honoured.
+    /// Roles a secret may name in `ecr-token-webhook/role-arn`; empty: none but the default.
     pub role_arns: Vec<Pattern>,
+    /// The role for secrets that name none; without it they get the webhook's own identity.
+    pub default_role: Option<String>,
 }
 
-impl Default for Policy {
-    /// Allow every namespace and registry; honour no per-secret role.
-    fn default() -> Self {
-        Policy {
-            namespaces: vec![Pattern::new("*")],
-            registries: vec![RegistryPattern {
-                account: Pattern::new("*"),
-                region: Pattern::new("*"),
-            }],
-            role_arns: Vec::new(),
+impl Rule {
+    fn matches_name(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|p| p.matches(namespace))
+    }
+
+    /// The role a secret gets under this rule, or `None` when the role it names is refused.
+    fn role(&self, named: Option<&str>) -> Result<Option<String>, ()> {
+        match named {
+            None => Ok(self.default_role.clone()),
+            Some(role)
+                if self.default_role.as_deref() == Some(role)
+                    || self.role_arns.iter().any(|p| p.matches(role)) =>
+            {
+                Ok(Some(role.to_string()))
+            }
+            Some(_) => Err(()),
         }
     }
 }
 
-fn list<T: fmt::Display>(items: &[T]) -> String {
+/// Where the rules came from, which decides how refusals name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `--allowed-namespaces`, `--allowed-registries`, `--allowed-role-arns`.
+    Flags,
+    /// A policy file, by path.
+    File(String),
+}
+
+/// A rule, named for people and for the `rule` metric label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleRef {
+    /// The `--allowed-*` flags' one rule.
+    Flags,
+    /// A rule of a policy file: its index in `rules` and its name.
+    File { index: usize, name: Option<String> },
+}
+
+impl RuleRef {
+    /// Bounded by the number of rules: the name, else `rules[N]`; `flags` for the flags.
+    pub fn metric_label(&self) -> String {
+        match self {
+            RuleRef::Flags => "flags".into(),
+            RuleRef::File {
+                name: Some(name), ..
+            } => name.clone(),
+            RuleRef::File { index, name: None } => format!("rules[{index}]"),
+        }
+    }
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleRef::Flags => f.write_str("the --allowed-* flags"),
+            RuleRef::File {
+                index,
+                name: Some(name),
+            } => write!(f, "rule {name} (rules[{index}])"),
+            RuleRef::File { index, name: None } => write!(f, "rules[{index}]"),
+        }
+    }
+}
+
+/// What a namespace's labels are, as far as the caller knows.
+#[derive(Clone, Copy, Debug)]
+pub enum Labels<'a> {
+    Known(&'a BTreeMap<String, String>),
+    /// Not looked up, or the lookup failed (the reason).
+    Unknown(&'a str),
+}
+
+/// Why a request is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// No rule matches the namespace (for the flags: not in `--allowed-namespaces`).
+    Namespace {
+        namespace: String,
+    },
+    Registry {
+        registry: String,
+    },
+    Role {
+        role: String,
+    },
+    /// The matching rule selects namespaces by label and the labels could not be read.
+    Labels {
+        namespace: String,
+        error: String,
+    },
+}
+
+impl Reason {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Reason::Namespace { .. } => "namespace",
+            Reason::Registry { .. } => "registry",
+            Reason::Role { .. } => "role",
+            Reason::Labels { .. } => "labels",
+        }
+    }
+}
+
+/// A refusal: the rule that refused (none when no rule matched a policy file's namespace),
+/// why, and what the rule allows, ready to be shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: Option<RuleRef>,
+    pub reason: Reason,
+    /// The rule's patterns for what was refused, as shown (`argocd,team-*`; `none`).
+    pub allowed: String,
+}
+
+impl Refusal {
+    /// The `rule` metric label: the rule's, or `none` when no rule matched.
+    pub fn rule_label(&self) -> String {
+        self.rule
+            .as_ref()
+            .map_or_else(|| "none".into(), RuleRef::metric_label)
+    }
+}
+
+/// Every refusal starts with `refused by policy` and names the rule, so the annotation, the
+/// warning, the refresher's Event and `status` all say which rule to look at.
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let allowed = &self.allowed;
+        match (&self.rule, &self.reason) {
+            (Some(RuleRef::Flags), Reason::Namespace { namespace }) => write!(
+                f,
+                "refused by policy: namespace {namespace} is not in --allowed-namespaces ({allowed})"
+            ),
+            (Some(RuleRef::Flags), Reason::Registry { registry }) => write!(
+                f,
+                "refused by policy: registry {registry} is not in --allowed-registries ({allowed})"
+            ),
+            (Some(RuleRef::Flags), Reason::Role { role }) => write!(
+                f,
+                "refused by policy: role {role} is not in --allowed-role-arns ({allowed})"
+            ),
+            (_, Reason::Namespace { namespace }) => {
+                write!(
+                    f,
+                    "refused by policy: namespace {namespace} matches no rule"
+                )
+            }
+            (Some(rule), Reason::Registry { registry }) => write!(
+                f,
+                "refused by policy {rule}: registry {registry} is not in its registries ({allowed})"
+            ),
+            (Some(rule), Reason::Role { role }) => write!(
+                f,
+                "refused by policy {rule}: role {role} is neither its defaultRole nor in its roleArns ({allowed})"
+            ),
+            (rule, Reason::Labels { namespace, error }) => {
+                let rule = rule.as_ref().map(|r| format!(" {r}")).unwrap_or_default();
+                write!(
+                    f,
+                    "refused by policy{rule}: it selects namespaces by label ({allowed}), and the labels of namespace {namespace} cannot be read: {error}"
+                )
+            }
+            (None, reason) => write!(f, "refused by policy: {reason:?}"),
+        }
+    }
+}
+
+/// The answer for one secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed by `rule`; `role` is the one to get tokens as: the secret's, else the rule's
+    /// default, else none (the webhook's own identity).
+    Allowed {
+        rule: RuleRef,
+        role: Option<String>,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+    pub origin: Origin,
+}
+
+impl Default for Policy {
+    /// The flags' defaults: every namespace and registry; no per-secret role.
+    fn default() -> Self {
+        Policy::from_flags(
+            vec![Pattern::new("*")],
+            vec![RegistryPattern::any()],
+            Vec::new(),
+        )
+    }
+}
+
+pub fn list<T: fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         return "none".to_string();
     }
@@ -127,128 +414,356 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
         .join(",")
 }
 
+/// Most rules a policy file may hold: the `rule` metric label has one value per rule.
+pub const MAX_RULES: usize = 500;
+/// Largest policy file read.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
 impl Policy {
-    pub fn check_namespace(&self, namespace: &str) -> Result<(), Violation> {
-        if self.namespaces.iter().any(|p| p.matches(namespace)) {
-            Ok(())
-        } else {
-            Err(Violation::Namespace {
-                namespace: namespace.to_string(),
-                allowed: list(&self.namespaces),
-            })
+    /// The `--allowed-*` flags as one rule.
+    pub fn from_flags(
+        namespaces: Vec<Pattern>,
+        registries: Vec<RegistryPattern>,
+        role_arns: Vec<Pattern>,
+    ) -> Self {
+        Policy {
+            rules: vec![Rule {
+                name: None,
+                namespaces,
+                namespace_selector: None,
+                registries,
+                role_arns,
+                default_role: None,
+            }],
+            origin: Origin::Flags,
         }
     }
 
-    pub fn check_registry(&self, registry: &Registry) -> Result<(), Violation> {
-        if self.registries.iter().any(|p| p.matches(registry)) {
-            Ok(())
-        } else {
-            Err(Violation::Registry {
-                registry: registry.host.clone(),
-                allowed: list(&self.registries),
-            })
+    /// Parses and checks a policy file. `path` names it in messages.
+    pub fn from_yaml(text: &str, path: &str) -> Result<Policy, String> {
+        if text.len() > MAX_FILE_BYTES {
+            return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
+        }
+        // serde_yaml_ng's messages name a line and column, never more of the content.
+        let doc: FileDoc = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        if doc.rules.is_empty() {
+            return Err("rules is empty: every secret would be refused".into());
+        }
+        if doc.rules.len() > MAX_RULES {
+            return Err(format!("more than {MAX_RULES} rules"));
+        }
+        let mut names = BTreeSet::new();
+        let mut rules = Vec::with_capacity(doc.rules.len());
+        for (index, r) in doc.rules.into_iter().enumerate() {
+            let at = match &r.name {
+                Some(name) => format!("rules[{index}] ({name})"),
+                None => format!("rules[{index}]"),
+            };
+            rules.push(r.check(&mut names).map_err(|e| format!("{at}: {e}"))?);
+        }
+        Ok(Policy {
+            rules,
+            origin: Origin::File(path.to_string()),
+        })
+    }
+
+    /// Whether deciding for `namespace` needs its labels: a rule that matches its name has a
+    /// selector. Only then does the webhook look them up.
+    pub fn needs_labels(&self, namespace: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.namespace_selector.is_some() && r.matches_name(namespace))
+    }
+
+    /// Whether some rule may cover `namespace` (by name; selectors aside). The refresher skips
+    /// namespaces no rule can cover.
+    pub fn may_match_namespace(&self, namespace: &str) -> bool {
+        self.rules.iter().any(|r| r.matches_name(namespace))
+    }
+
+    /// The decision for a secret in `namespace` that needs tokens for `registries` and names
+    /// `role_arn` (if any). The first rule whose namespace patterns and selector match decides;
+    /// a rule with a selector whose labels are unknown refuses rather than being skipped, so
+    /// that a later, wider rule never applies by accident.
+    pub fn decide(
+        &self,
+        namespace: &str,
+        labels: Labels<'_>,
+        registries: &[Registry],
+        role_arn: Option<&str>,
+    ) -> Decision {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.matches_name(namespace) {
+                continue;
+            }
+            let rule_ref = self.rule_ref(index, rule);
+            if let Some(selector) = &rule.namespace_selector {
+                match labels {
+                    Labels::Known(l) if selector.matches(l) => {}
+                    Labels::Known(_) => continue,
+                    Labels::Unknown(error) => {
+                        return Decision::Refused(Refusal {
+                            rule: Some(rule_ref),
+                            reason: Reason::Labels {
+                                namespace: namespace.to_string(),
+                                error: error.to_string(),
+                            },
+                            allowed: selector.to_string(),
+                        });
+                    }
+                }
+            }
+            if let Some(r) = registries
+                .iter()
+                .find(|r| !rule.registries.iter().any(|p| p.matches(r)))
+            {
+                return Decision::Refused(Refusal {
+                    rule: Some(rule_ref),
+                    reason: Reason::Registry {
+                        registry: r.host.clone(),
+                    },
+                    allowed: list(&rule.registries),
+                });
+            }
+            return match rule.role(role_arn) {
+                Ok(role) => Decision::Allowed {
+                    rule: rule_ref,
+                    role,
+                },
+                Err(()) => Decision::Refused(Refusal {
+                    rule: Some(rule_ref),
+                    reason: Reason::Role {
+                        role: role_arn.unwrap_or_default().to_string(),
+                    },
+                    allowed: list(&rule.role_arns),
+                }),
+            };
+        }
+        Decision::Refused(match self.origin {
+            Origin::Flags => Refusal {
+                rule: Some(RuleRef::Flags),
+                reason: Reason::Namespace {
+                    namespace: namespace.to_string(),
+                },
+                allowed: self
+                    .rules
+                    .first()
+                    .map(|r| list(&r.namespaces))
+                    .unwrap_or_else(|| "none".into()),
+            },
+            Origin::File(_) => Refusal {
+                rule: None,
+                reason: Reason::Namespace {
+                    namespace: namespace.to_string(),
+                },
+                allowed: String::new(),
+            },
+        })
+    }
+
+    fn rule_ref(&self, index: usize, rule: &Rule) -> RuleRef {
+        match self.origin {
+            Origin::Flags => RuleRef::Flags,
+            Origin::File(_) => RuleRef::File {
+                index,
+                name: rule.name.clone(),
+            },
         }
     }
 
-    pub fn check_role(&self, role: &str) -> Result<(), Violation> {
-        if self.role_arns.iter().any(|p| p.matches(role)) {
-            Ok(())
-        } else {
-            Err(Violation::Role {
-                role: role.to_string(),
-                allowed: list(&self.role_arns),
-            })
-        }
-    }
-
-    /// One line for the start-up log.
+    /// One line for the start-up and reload logs.
     pub fn describe(&self) -> String {
-        format!(
-            "namespaces={} registries={} role_arns={}",
-            list(&self.namespaces),
-            list(&self.registries),
-            list(&self.role_arns)
-        )
+        match (&self.origin, self.rules.as_slice()) {
+            (Origin::Flags, [r]) => format!(
+                "namespaces={} registries={} role_arns={}",
+                list(&r.namespaces),
+                list(&r.registries),
+                list(&r.role_arns)
+            ),
+            (origin, rules) => {
+                let names: Vec<String> = rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| r.name.clone().unwrap_or_else(|| format!("rules[{i}]")))
+                    .collect();
+                let file = match origin {
+                    Origin::File(p) => p.as_str(),
+                    Origin::Flags => "flags",
+                };
+                format!("file={file} rules={}", names.join(","))
+            }
+        }
     }
+}
+
+/// The policy file's shape. Unknown fields are errors, so a misspelt key (`namespace:`) is
+/// refused instead of silently widening or narrowing a rule.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    rules: Vec<FileRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileRule {
+    name: Option<String>,
+    namespaces: Vec<String>,
+    namespace_selector: Option<LabelSelector>,
+    registries: Vec<String>,
+    #[serde(default)]
+    role_arns: Vec<String>,
+    default_role: Option<String>,
+}
+
+impl FileRule {
+    fn check(self, names: &mut BTreeSet<String>) -> Result<Rule, String> {
+        if let Some(name) = &self.name {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(
+                    "name: at most 63 letters, digits, '-', '_' or '.' (it is a metric label)"
+                        .into(),
+                );
+            }
+            if name.starts_with("rules[") || name == "none" || name == "flags" {
+                return Err(format!("name: {name:?} is reserved"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!("name: {name:?} is used by an earlier rule"));
+            }
+        }
+        let patterns = |field: &str, v: Vec<String>| -> Result<Vec<Pattern>, String> {
+            if v.iter().any(|s| s.trim().is_empty()) {
+                return Err(format!("{field}: an entry is empty"));
+            }
+            Ok(v.iter().map(|s| Pattern::new(s)).collect())
+        };
+        if self.namespaces.is_empty() {
+            return Err("namespaces: at least one pattern is required (\"*\" for all)".into());
+        }
+        if self.registries.is_empty() {
+            return Err(
+                "registries: at least one pattern is required (\"*\" for any registry)".into(),
+            );
+        }
+        let registries = self
+            .registries
+            .iter()
+            .map(|s| RegistryPattern::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("registries: {e}"))?;
+        if let Some(selector) = &self.namespace_selector {
+            selector
+                .validate()
+                .map_err(|e| format!("namespaceSelector: {e}"))?;
+        }
+        let default_role = match self.default_role.as_deref().map(str::trim) {
+            None => None,
+            Some(role) if is_role_arn(role) => Some(role.to_string()),
+            Some(role) => {
+                return Err(format!(
+                    "defaultRole: {role:?} is not a role ARN (arn:aws:iam::123456789012:role/NAME)"
+                ));
+            }
+        };
+        Ok(Rule {
+            name: self.name,
+            namespaces: patterns("namespaces", self.namespaces)?,
+            namespace_selector: self.namespace_selector,
+            registries,
+            role_arns: patterns("roleArns", self.role_arns)?,
+            default_role,
+        })
+    }
+}
+
+/// `arn:<partition>:iam::<account>:role/<name>`: enough to catch a name or a typo.
+fn is_role_arn(s: &str) -> bool {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty()))
+}
+
+/// The policy in force, shared by the webhook and the refresher and replaced whole when the
+/// policy file changes: a request sees one version from start to end.
+#[derive(Clone, Debug)]
+pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> Self {
+        SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        // A poisoned lock still holds a whole policy (it is only ever replaced whole).
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    }
+}
+
+impl From<Policy> for SharedPolicy {
+    fn from(policy: Policy) -> Self {
+        SharedPolicy::new(policy)
+    }
+}
+
+/// A request `status` is told some of the flags for: the parts it knows are checked, each with
+/// the flags' own wording.
+pub fn check_flags(
+    namespaces: Option<&[Pattern]>,
+    registries: Option<&[RegistryPattern]>,
+    role_arns: Option<&[Pattern]>,
+    namespace: &str,
+    hosts: &[Registry],
+    role_arn: Option<&str>,
+) -> Vec<Refusal> {
+    let mut out = Vec::new();
+    if let Some(ns) = namespaces
+        && !ns.iter().any(|p| p.matches(namespace))
+    {
+        out.push(Refusal {
+            rule: Some(RuleRef::Flags),
+            reason: Reason::Namespace {
+                namespace: namespace.to_string(),
+            },
+            allowed: list(ns),
+        });
+    }
+    if let Some(regs) = registries {
+        for r in hosts.iter().filter(|r| !regs.iter().any(|p| p.matches(r))) {
+            out.push(Refusal {
+                rule: Some(RuleRef::Flags),
+                reason: Reason::Registry {
+                    registry: r.host.clone(),
+                },
+                allowed: list(regs),
+            });
+        }
+    }
+    if let (Some(roles), Some(role)) = (role_arns, role_arn)
+        && !roles.iter().any(|p| p.matches(role))
+    {
+        out.push(Refusal {
+            rule: Some(RuleRef::Flags),
+            reason: Reason::Role {
+                role: role.to_string(),
+            },
+            allowed: list(roles),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry;
-
-    #[test]
-    fn glob_patterns() {
-        let cases = [
-            ("*", "", true),
-            ("*", "anything", true),
-            ("apps", "apps", true),
-            ("apps", "apps2", false),
-            ("team-*", "team-a", true),
-            ("team-*", "team-", true),
-            ("team-*", "other", false),
-            ("*-prod", "shop-prod", true),
-            ("*-prod", "shop-prod-2", false),
-            ("a*b*c", "aXXbYYc", true),
-            ("a*b*c", "aXXbYY", false),
-            ("?pps", "apps", true),
-            ("?pps", "pps", false),
-            ("", "", true),
-            ("", "x", false),
-            ("**", "x", true),
-        ];
-        for (p, s, want) in cases {
-            assert_eq!(Pattern::new(p).matches(s), want, "{p:?} vs {s:?}");
-        }
-    }
-
-    #[test]
-    fn registry_patterns() {
-        let r = registry::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com").unwrap();
-        let cases = [
-            ("*", true),
-            ("123456789012", true),
-            ("123456789012:eu-*", true),
-            ("123456789012:us-*", false),
-            ("*:eu-west-1", true),
-            ("210987654321", false),
-        ];
-        for (p, want) in cases {
-            assert_eq!(RegistryPattern::parse(p).unwrap().matches(&r), want, "{p}");
-        }
-        for bad in ["", ":eu-west-1", "123456789012:", "1:2:3"] {
-            assert!(RegistryPattern::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn policy_names_the_rule_it_broke() {
-        let policy = Policy {
-            namespaces: vec![Pattern::new("argocd"), Pattern::new("team-*")],
-            registries: vec![RegistryPattern::parse("123456789012:us-*").unwrap()],
-            role_arns: vec![],
-        };
-        assert!(policy.check_namespace("team-a").is_ok());
-        let err = policy
-            .check_namespace("kube-system")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "namespace kube-system is not in --allowed-namespaces (argocd,team-*)"
-        );
-        let r = registry::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com").unwrap();
-        let err = policy.check_registry(&r).unwrap_err().to_string();
-        assert!(
-            err.contains("--allowed-registries (123456789012:us-*)"),
-            "{err}"
-        );
-        let err = policy
-            .check_role("arn:aws:iam::123456789012:role/x")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--allowed-role-arns (none)"), "{err}");
-        assert!(Policy::default().check_namespace("anything").is_ok());
-        assert!(Policy::default().check_registry(&r).is_ok());
-    }
-}
+mod tests;

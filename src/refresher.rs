@@ -15,7 +15,7 @@ use kube::{Client, Error};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::SharedPolicy;
 use crate::refresh::{self, Due};
 use crate::secret::INJECT_LABEL;
 use crate::time::{parse_rfc3339, rfc3339};
@@ -36,8 +36,9 @@ pub struct RefresherConfig {
     /// Back-off for a secret whose touch did not take: first retry, and the most.
     pub retry_base: Duration,
     pub retry_max: Duration,
-    /// Namespaces outside the policy are not touched.
-    pub policy: Policy,
+    /// Namespaces no policy rule can cover are not touched (the webhook would refuse them).
+    /// Shared with the webhook, so a reloaded policy file applies to the next pass.
+    pub policy: SharedPolicy,
     /// Namespaced mode: list only in these namespaces (one list each), so RBAC can grant
     /// secrets and events per namespace. Empty: one cluster-wide list.
     pub namespaces: Vec<String>,
@@ -166,6 +167,7 @@ impl Refresher {
                 .collect()
         };
         let selector = format!("{INJECT_LABEL}=true");
+        let policy = self.cfg.policy.current();
         let mut stats = PassStats::default();
         let mut due_list = Vec::new();
         let mut earliest: Option<SystemTime> = None;
@@ -190,7 +192,7 @@ impl Refresher {
                     else {
                         continue;
                     };
-                    if self.cfg.policy.check_namespace(ns).is_err() {
+                    if !policy.may_match_namespace(ns) {
                         continue;
                     }
                     stats.seen += 1;

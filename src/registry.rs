@@ -1,4 +1,4 @@
-//! Parsing Amazon ECR private registry hosts.
+//! Parsing Amazon ECR registry hosts: private registries and ECR Public.
 //!
 //! Pure functions: no I/O. A host is accepted only when it has exactly the shape ECR uses, so a
 //! look-alike (`…amazonaws.com.evil.example`) never receives a token.
@@ -39,18 +39,31 @@ impl fmt::Display for Partition {
     }
 }
 
-/// A private ECR registry: `<account>.dkr.ecr.<region>.<domain>` and its variants.
+/// A private ECR registry (`<account>.dkr.ecr.<region>.<domain>` and its variants) or ECR
+/// Public (`public.ecr.aws`, dual-stack `ecr-public.aws.com`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Registry {
-    /// The 12-digit AWS account id.
+    /// The 12-digit AWS account id; [`PUBLIC_ACCOUNT`] for ECR Public, which is one registry
+    /// for every account (policy patterns name it so).
     pub account: String,
+    /// The region tokens come from: the host's, or [`PUBLIC_REGION`] for ECR Public.
     pub region: String,
     pub partition: Partition,
     /// The host as it should appear in a docker config: lowercase, no scheme, port or path.
     pub host: String,
     pub fips: bool,
     pub dual_stack: bool,
+    /// ECR Public: tokens come from ECR Public's own GetAuthorizationToken.
+    pub public: bool,
 }
+
+/// The account ECR Public registries are given, for policy patterns (`public`).
+pub const PUBLIC_ACCOUNT: &str = "public";
+/// ECR Public's API (and so its tokens) lives in us-east-1 only.
+pub const PUBLIC_REGION: &str = "us-east-1";
+
+/// ECR Public's registry hosts: IPv4, and dual-stack (IPv4 and IPv6).
+const PUBLIC_HOSTS: &[(&str, bool)] = &[("public.ecr.aws", false), ("ecr-public.aws.com", true)];
 
 impl fmt::Display for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,7 +78,7 @@ pub enum HostError {
     Empty,
     #[error("unsupported scheme {0:?} (use oci://, https:// or none)")]
     Scheme(String),
-    #[error("not an ECR private registry host")]
+    #[error("not an ECR registry host")]
     NotEcr,
     #[error("account id must be 12 digits")]
     Account,
@@ -94,7 +107,8 @@ const DOMAINS: &[(&str, Partition, bool)] = &[
 const MAX_LEN: usize = 2048;
 
 /// Parses a registry reference: a bare host, or a URL with `oci://` or `https://`, optionally
-/// with a port and a path (`oci://123456789012.dkr.ecr.eu-west-1.amazonaws.com/charts`).
+/// with a port and a path (`oci://123456789012.dkr.ecr.eu-west-1.amazonaws.com/charts`,
+/// `public.ecr.aws/my-alias/app`).
 pub fn parse(input: &str) -> Result<Registry, HostError> {
     let s = input.trim();
     if s.is_empty() {
@@ -133,6 +147,17 @@ pub fn parse(input: &str) -> Result<Registry, HostError> {
 fn parse_host(host: &str) -> Result<Registry, HostError> {
     if host.is_empty() {
         return Err(HostError::Empty);
+    }
+    if let Some((public_host, dual_stack)) = PUBLIC_HOSTS.iter().find(|(h, _)| *h == host) {
+        return Ok(Registry {
+            account: PUBLIC_ACCOUNT.to_string(),
+            region: PUBLIC_REGION.to_string(),
+            partition: Partition::Aws,
+            host: public_host.to_string(),
+            fips: false,
+            dual_stack: *dual_stack,
+            public: true,
+        });
     }
     let (account, rest) = host.split_once('.').ok_or(HostError::NotEcr)?;
     let (service, rest) = rest.split_once('.').ok_or(HostError::NotEcr)?;
@@ -188,6 +213,7 @@ fn finish(
         host: host.to_string(),
         fips,
         dual_stack,
+        public: false,
     })
 }
 
@@ -353,6 +379,40 @@ mod tests {
     }
 
     #[test]
+    fn accepts_ecr_public_hosts() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("public.ecr.aws", "public.ecr.aws", false),
+            ("PUBLIC.ECR.AWS", "public.ecr.aws", false),
+            ("public.ecr.aws/my-alias/app", "public.ecr.aws", false),
+            (
+                "oci://public.ecr.aws/my-alias/charts",
+                "public.ecr.aws",
+                false,
+            ),
+            ("https://public.ecr.aws:443/v2/", "public.ecr.aws", false),
+            ("  public.ecr.aws  ", "public.ecr.aws", false),
+            ("ecr-public.aws.com", "ecr-public.aws.com", true),
+            (
+                "https://ecr-public.aws.com/my-alias/app",
+                "ecr-public.aws.com",
+                true,
+            ),
+        ];
+        for (input, host, dual_stack) in cases {
+            let r = parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert!(r.public, "{input}");
+            assert_eq!(
+                (r.host.as_str(), r.account.as_str(), r.region.as_str()),
+                (*host, PUBLIC_ACCOUNT, PUBLIC_REGION),
+                "{input}"
+            );
+            assert_eq!((r.dual_stack, r.fips), (*dual_stack, false), "{input}");
+        }
+        let private = parse("123456789012.dkr.ecr.us-east-1.amazonaws.com").unwrap();
+        assert!(!private.public);
+    }
+
+    #[test]
     fn flags_fips_and_dual_stack() {
         let r = parse("123456789012.dkr-ecr-fips.us-east-1.on.aws").unwrap();
         assert!(r.fips && r.dual_stack);
@@ -390,8 +450,19 @@ mod tests {
                 "12345678901a.dkr.ecr.us-east-1.amazonaws.com",
                 HostError::Account,
             ),
-            ("public.ecr.aws", HostError::NotEcr),
-            ("public.ecr.aws/nginx/nginx", HostError::NotEcr),
+            // ECR Public look-alikes and neighbours.
+            ("public.ecr.aws.evil.example", HostError::NotEcr),
+            ("evil.public.ecr.aws", HostError::NotEcr),
+            ("public.ecr.aws@evil.example", HostError::NotEcr),
+            ("evil.example/public.ecr.aws", HostError::NotEcr),
+            ("ecr.aws", HostError::NotEcr),
+            ("gallery.ecr.aws", HostError::NotEcr),
+            ("ecr-public.us-east-1.api.aws", HostError::NotEcr),
+            ("api.ecr-public.us-east-1.amazonaws.com", HostError::NotEcr),
+            ("ecr-public.aws.com.evil.example", HostError::NotEcr),
+            ("http://public.ecr.aws", HostError::Scheme("http".into())),
+            ("public.ecr.aws:", HostError::Port),
+            ("public.ecr.aws:99999x", HostError::Port),
             ("docker.io", HostError::NotEcr),
             ("https://index.docker.io/v1/", HostError::NotEcr),
             ("ghcr.io/org/chart", HostError::NotEcr),

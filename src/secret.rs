@@ -244,18 +244,15 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// One token per region (and role): ECR tokens are regional, not per registry.
+    /// One token per region (and role): ECR tokens are regional, not per registry. ECR Public
+    /// has a token of its own.
     pub fn token_keys(&self) -> Vec<TokenKey> {
-        let keys: BTreeSet<TokenKey> = self
-            .registries
-            .iter()
-            .map(|r| TokenKey::new(r.region.clone(), self.role_arn.clone()))
-            .collect();
+        let keys: BTreeSet<TokenKey> = self.registries.iter().map(|r| self.key_for(r)).collect();
         keys.into_iter().collect()
     }
 
     fn key_for(&self, r: &Registry) -> TokenKey {
-        TokenKey::new(r.region.clone(), self.role_arn.clone())
+        TokenKey::for_registry(r, self.role_arn.clone())
     }
 }
 
@@ -298,7 +295,17 @@ pub fn plan(view: &SecretView) -> Result<Plan, InputError> {
         return Err(InputError::NoRegistries);
     }
     if kind == SecretKind::BasicAuth {
-        let regions: BTreeSet<&str> = registries.iter().map(|r| r.region.as_str()).collect();
+        // One token: ECR Public's differs from a private registry's even in us-east-1.
+        let regions: BTreeSet<&str> = registries
+            .iter()
+            .map(|r| {
+                if r.public {
+                    "public"
+                } else {
+                    r.region.as_str()
+                }
+            })
+            .collect();
         if regions.len() > 1 {
             return Err(InputError::Regions(
                 regions.into_iter().collect::<Vec<_>>().join(", "),

@@ -7,6 +7,7 @@
 //! Secrets are read whole (a pull secret's registries are in its data) but a row holds only
 //! hosts, annotations and derived facts: no secret value is ever printed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +17,7 @@ use kube::core::DynamicObject;
 use serde_json::{Value, json};
 
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::policy::{Pattern, Policy, RegistryPattern};
+use crate::policy::{self, Decision, Labels, Pattern, Policy, Reason, Refusal, RegistryPattern};
 use crate::refresher::RefresherConfig;
 use crate::secret::{
     self, ERROR_ANNOTATION, EXPIRES_AT_ANNOTATION, INJECT_LABEL, InputError, ROLE_ARN_ANNOTATION,
@@ -146,12 +147,23 @@ impl Stamp {
     }
 }
 
-/// What `status` knows of the webhook's configuration; `None` where it was not told.
+/// What `status` knows of the webhook's configuration; `None` where it was not told. A policy
+/// file, when given, replaces the three flag lists.
 #[derive(Clone, Debug, Default)]
 pub struct Known {
     pub namespaces: Option<Vec<Pattern>>,
     pub registries: Option<Vec<RegistryPattern>>,
     pub role_arns: Option<Vec<Pattern>>,
+    pub policy: Option<Policy>,
+}
+
+impl Known {
+    fn any(&self) -> bool {
+        self.namespaces.is_some()
+            || self.registries.is_some()
+            || self.role_arns.is_some()
+            || self.policy.is_some()
+    }
 }
 
 /// Everything classification depends on besides the secret.
@@ -163,6 +175,9 @@ pub struct Context {
     /// The webhook's own namespace, which its configuration's namespaceSelector leaves out.
     pub webhook_namespace: String,
     pub known: Known,
+    /// Labels of the namespaces whose policy rules select by label (read by [`run`]), or why
+    /// they could not be read.
+    pub namespace_labels: BTreeMap<String, Result<BTreeMap<String, String>, String>>,
 }
 
 /// One secret, as `status` shows it. Holds no secret value.
@@ -218,6 +233,11 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
         (State::NotOptedIn, ex.not_opted_in(plan.as_ref().err()))
     } else if let Some(refusals) = ex.policy_refusals(plan.as_ref().ok()) {
         (State::OutsidePolicy, refusals)
+    } else if let Some(error) = row.error.as_ref().filter(|e| e.starts_with(POLICY_REFUSAL))
+        && !cx.known.any()
+    {
+        // The webhook's own refusal names the rule; status was not told the policy to check.
+        (State::OutsidePolicy, ex.refused_by_webhook(error))
     } else if let Some(error) = &row.error {
         (State::Error, ex.error(error, plan.as_ref().err()))
     } else {
@@ -237,6 +257,19 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
     row.state = state;
     row.reasons = reasons;
     row
+}
+
+/// How every policy refusal starts, in the `error` annotation too.
+const POLICY_REFUSAL: &str = "refused by policy";
+
+/// What a refusal means for the secret.
+fn consequence(r: &Refusal) -> &'static str {
+    match r.reason {
+        Reason::Namespace { .. } => {
+            "the webhook writes no token (only the error annotation) and the refresher skips the namespace"
+        }
+        _ => "the webhook writes no token (only the error annotation)",
+    }
 }
 
 /// Builds the reasons: what the secret shows, then what to check, the way the README's
@@ -277,36 +310,45 @@ impl Explainer<'_> {
     /// The refusals the known policy makes, or `None` when it allows the secret (or is unknown).
     fn policy_refusals(&self, plan: Option<&secret::Plan>) -> Option<Vec<String>> {
         let known = &self.cx.known;
-        let mut out = Vec::new();
-        let policy = |namespaces: Vec<Pattern>, registries: Vec<RegistryPattern>, roles| Policy {
-            namespaces,
-            registries,
-            role_arns: roles,
-        };
-        const LEFT: &str = "the webhook leaves the secret unchanged and the refresher skips it";
-        if let Some(ns) = &known.namespaces {
-            let p = policy(ns.clone(), Vec::new(), Vec::new());
-            if let Err(v) = p.check_namespace(&self.row.namespace) {
-                out.push(format!("{v}: {LEFT}"));
-            }
-        }
-        if let (Some(regs), Some(plan)) = (&known.registries, plan) {
-            let p = policy(Vec::new(), regs.clone(), Vec::new());
-            for r in &plan.registries {
-                if let Err(v) = p.check_registry(r) {
-                    out.push(format!("{v}: {LEFT}"));
+        let ns = self.row.namespace.as_str();
+        let registries = plan.map(|p| p.registries.as_slice()).unwrap_or_default();
+        let role = plan.and_then(|p| p.role_arn.as_deref());
+        let refusals = match &known.policy {
+            Some(policy) => {
+                let labels = match self.cx.namespace_labels.get(ns) {
+                    Some(Ok(l)) => Labels::Known(l),
+                    Some(Err(e)) => Labels::Unknown(e),
+                    None => Labels::Unknown("status did not read them"),
+                };
+                match policy.decide(ns, labels, registries, role) {
+                    Decision::Allowed { .. } => Vec::new(),
+                    Decision::Refused(r) => vec![r],
                 }
             }
-        }
-        if let (Some(roles), Some(role)) =
-            (&known.role_arns, plan.and_then(|p| p.role_arn.as_ref()))
-        {
-            let p = policy(Vec::new(), Vec::new(), roles.clone());
-            if let Err(v) = p.check_role(role) {
-                out.push(format!("{v}: {LEFT}"));
-            }
-        }
+            None => policy::check_flags(
+                known.namespaces.as_deref(),
+                known.registries.as_deref(),
+                known.role_arns.as_deref(),
+                ns,
+                registries,
+                role,
+            ),
+        };
+        let out: Vec<String> = refusals
+            .iter()
+            .map(|r| format!("{r}: {}", consequence(r)))
+            .collect();
         (!out.is_empty()).then_some(out)
+    }
+
+    /// The webhook's refusal, from the `error` annotation, when status was not told the policy.
+    fn refused_by_webhook(&self, error: &str) -> Vec<String> {
+        vec![
+            format!("the webhook refused it at the last write: {error}"),
+            "the error names the policy rule (in the webhook's --policy-file, or its --allowed-* \
+             flags): change the secret or the rule; the next write or touch clears the annotation"
+                .to_string(),
+        ]
     }
 
     fn error(&self, error: &str, input: Option<&InputError>) -> Vec<String> {
@@ -446,6 +488,9 @@ impl Explainer<'_> {
     /// What the policy could refuse that `status` was not told about.
     fn unknown_policy(&self) -> Vec<String> {
         let known = &self.cx.known;
+        if known.policy.is_some() {
+            return Vec::new();
+        }
         let mut unknown = Vec::new();
         if known.namespaces.is_none() {
             unknown.push("--allowed-namespaces");
@@ -462,7 +507,7 @@ impl Explainer<'_> {
         }
         if !unknown.is_empty() {
             out.push(format!(
-                "to rule out the policy here, give status the webhook's {}",
+                "to rule out the policy here, give status the webhook's --policy-file, or its {}",
                 unknown.join(", ")
             ));
         }
@@ -490,7 +535,7 @@ impl Explainer<'_> {
                     e.to_string()
                 } else {
                     format!(
-                        "none of its registries is an ECR host ({}); only ECR private registries get tokens: {e}",
+                        "none of its registries is an ECR host ({}); only ECR registries (private, and ECR Public) get tokens: {e}",
                         hosts.join(", ")
                     )
                 }
@@ -795,6 +840,7 @@ async fn report(args: &StatusArgs) -> Result<(String, u8), String> {
         now,
         margin: args.refresh_margin,
         webhook_namespace: args.webhook_namespace.clone(),
+        namespace_labels: namespace_labels(&client, &known, &objects).await,
         known,
     };
     let mut rows: Vec<Row> = objects.iter().map(|o| classify(o, &cx)).collect();
@@ -805,6 +851,34 @@ async fn report(args: &StatusArgs) -> Result<(String, u8), String> {
         OutputFormat::Json => render_json(&rows, now, &scope, args.refresh_margin),
     };
     Ok((text, verdict.exit_code()))
+}
+
+/// The labels of each namespace whose policy rules select by label, read once per namespace.
+async fn namespace_labels(
+    client: &kube::Client,
+    known: &Known,
+    objects: &[DynamicObject],
+) -> BTreeMap<String, Result<BTreeMap<String, String>, String>> {
+    let mut out = BTreeMap::new();
+    let Some(policy) = &known.policy else {
+        return out;
+    };
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for ns in objects
+        .iter()
+        .filter_map(|o| o.metadata.namespace.as_deref())
+    {
+        if out.contains_key(ns) || !policy.needs_labels(ns) {
+            continue;
+        }
+        let labels = match api.get_metadata(ns).await {
+            Ok(m) => Ok(m.metadata.labels.unwrap_or_default()),
+            Err(kube::Error::Api(s)) => Err(s.message),
+            Err(e) => Err(chain(&e)),
+        };
+        out.insert(ns.to_string(), labels);
+    }
+    out
 }
 
 /// The opted-in secrets in scope (a paginated list with the label selector), or the one named.

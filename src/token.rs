@@ -17,27 +17,61 @@ use moka::Expiry;
 use crate::metrics::Metrics;
 use crate::time::rfc3339;
 
-/// What a token is for: the ECR region (tokens are regional) and an optional role to assume.
+/// What a token is for: the ECR region (tokens are regional) or ECR Public, and an optional
+/// role to assume. Private and public tokens are distinct keys even in the same region.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenKey {
     pub region: String,
     pub role_arn: Option<String>,
+    /// ECR Public (`region` is then us-east-1, where its API lives).
+    pub public: bool,
 }
 
 impl TokenKey {
+    /// A private registry's token for `region`.
     pub fn new(region: impl Into<String>, role_arn: Option<String>) -> Self {
         TokenKey {
             region: region.into(),
             role_arn,
+            public: false,
         }
+    }
+
+    /// An ECR Public token.
+    pub fn public(role_arn: Option<String>) -> Self {
+        TokenKey {
+            region: crate::registry::PUBLIC_REGION.to_string(),
+            role_arn,
+            public: true,
+        }
+    }
+
+    /// The token `registry` needs under `role_arn`.
+    pub fn for_registry(registry: &crate::registry::Registry, role_arn: Option<String>) -> Self {
+        if registry.public {
+            TokenKey::public(role_arn)
+        } else {
+            TokenKey::new(registry.region.clone(), role_arn)
+        }
+    }
+
+    /// Where the token comes from, for messages and the `region` metric label: the region, or
+    /// `public` for ECR Public.
+    pub fn place(&self) -> &str {
+        if self.public { "public" } else { &self.region }
     }
 }
 
 impl fmt::Display for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place = if self.public {
+            "ECR Public"
+        } else {
+            &self.region
+        };
         match &self.role_arn {
-            Some(role) => write!(f, "{} as {}", self.region, role),
-            None => f.write_str(&self.region),
+            Some(role) => write!(f, "{place} as {role}"),
+            None => f.write_str(place),
         }
     }
 }
@@ -67,9 +101,10 @@ impl Token {
 }
 
 /// Why no token could be had. Messages are one line, for people, and never contain a token.
+/// `region` is [`TokenKey::place`]: a region, or `public` for ECR Public.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("GetAuthorizationToken in {region}: {message}")]
+    #[error("{}: {message}", get_token_in(region))]
     Ecr { region: String, message: String },
     #[error(
         "AWS credentials (default chain: environment, profile, web identity, Pod Identity, \
@@ -79,10 +114,11 @@ pub enum TokenError {
     #[error("AssumeRole of {role_arn}: {message}")]
     AssumeRole { role_arn: String, message: String },
     #[error(
-        "ECR in {region} returned a token that expired at {expired_at}; check the endpoint and the clock"
+        "{} returned a token that expired at {expired_at}; check the endpoint and the clock",
+        ecr_in(region)
     )]
     Expired { region: String, expired_at: String },
-    #[error("ECR in {region} returned no usable token: {message}")]
+    #[error("{} returned no usable token: {message}", ecr_in(region))]
     Malformed { region: String, message: String },
     #[error("{key}: no answer within the request timeout ({}ms left)", after.as_millis())]
     Timeout { key: String, after: Duration },
@@ -91,6 +127,22 @@ pub enum TokenError {
         last_error: Box<TokenError>,
         retry_in_seconds: u64,
     },
+}
+
+fn get_token_in(place: &str) -> String {
+    if place == "public" {
+        "ECR Public GetAuthorizationToken (us-east-1)".to_string()
+    } else {
+        format!("GetAuthorizationToken in {place}")
+    }
+}
+
+fn ecr_in(place: &str) -> String {
+    if place == "public" {
+        "ECR Public".to_string()
+    } else {
+        format!("ECR in {place}")
+    }
 }
 
 impl TokenError {
@@ -254,7 +306,7 @@ impl TokenCache {
             let now = SystemTime::now();
             if t.expires_at <= now {
                 Err(TokenError::Expired {
-                    region: key.region.clone(),
+                    region: key.place().to_string(),
                     expired_at: rfc3339(t.expires_at),
                 })
             } else {
@@ -266,7 +318,7 @@ impl TokenCache {
             Err(e) => e.metric_label(),
         };
         self.metrics
-            .ecr_call(&key.region, outcome, started.elapsed());
+            .ecr_call(key.place(), outcome, started.elapsed());
         match result {
             Ok(token) => {
                 let token = Arc::new(token);

@@ -211,10 +211,7 @@ async fn assume_role_signs_with_the_role_and_a_refusal_says_so() {
     install_crypto();
     let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
     let role = "arn:aws:iam::123456789012:role/teams/team-a-ecr-reader";
-    let key = TokenKey {
-        region: "eu-west-1".into(),
-        role_arn: Some(role.into()),
-    };
+    let key = TokenKey::new("eu-west-1", Some(role.into()));
     let source = EcrTokenSource::new(sdk_config(&ecr.url));
     source.fetch(&key).await.expect("token under the role");
     assert_eq!(ecr.sts_calls(), 1);
@@ -223,20 +220,77 @@ async fn assume_role_signs_with_the_role_and_a_refusal_says_so() {
         ["ASIA000000"],
         "signed with the assumed key"
     );
+    // The role's credentials serve every region and ECR Public: no second AssumeRole.
+    source
+        .fetch(&TokenKey::new("us-west-2", Some(role.into())))
+        .await
+        .expect("another region");
+    source
+        .fetch(&TokenKey::public(Some(role.into())))
+        .await
+        .expect("ECR Public");
+    assert_eq!(ecr.sts_calls(), 1);
+    assert_eq!(ecr.access_keys(), ["ASIA000000"; 3]);
+    assert_eq!(
+        ecr.credential_log()[0].signed_with.as_deref(),
+        Some("AKIDTEST"),
+        "AssumeRole signed with the base credentials"
+    );
 
     ecr.set_sts_denied(true);
-    let denied = TokenKey {
-        region: "us-west-2".into(),
-        role_arn: Some(role.into()),
-    };
+    // Another role: the first one's credentials are cached and shared by every region.
+    let other = "arn:aws:iam::123456789012:role/teams/team-b-ecr-reader";
+    let denied = TokenKey::new("us-west-2", Some(other.into()));
     let e = source.fetch(&denied).await.expect_err("STS refuses");
     let text = e.to_string();
     assert_eq!(
         text,
         format!(
-            "AssumeRole of {role}: AccessDenied: User: arn:aws:iam::123456789012:user/webhook \
-             is not authorized to perform: sts:AssumeRole on resource: {role}"
+            "AssumeRole of {other}: AccessDenied: User: arn:aws:iam::123456789012:user/webhook \
+             is not authorized to perform: sts:AssumeRole on resource: {other}"
         )
     );
     assert_eq!(e.metric_label(), "assume_role");
+}
+
+/// ECR Public through the real aws-sdk-ecrpublic against the suite's endpoint, and through the
+/// webhook: its own token, signed for `ecr-public` in us-east-1, cached apart from a private
+/// registry's token in us-east-1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_public_entries_get_ecr_publics_token() {
+    let h = Harness::start(Options::default()).await;
+    let mut review = fixture("dockerconfigjson-create-without-data.json");
+    review["request"]["object"]["metadata"]["annotations"]["ecr-token-webhook/registries"] = serde_json::json!(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com public.ecr.aws ecr-public.aws.com"
+    );
+    let (_, resp, text) = h.post(&review.to_string(), "5s").await;
+    let after = apply(&review, &resp);
+    assert!(warnings(&resp).is_empty(), "{text}");
+    let cfg: Value = serde_json::from_str(&data(&after, ".dockerconfigjson")).unwrap();
+    let auths = cfg["auths"].as_object().unwrap();
+    assert_eq!(auths.len(), 3);
+    let mut log = h.ecr.ecr_log();
+    log.sort_by(|a, b| a.service.cmp(&b.service));
+    let services: Vec<(&str, &str)> = log
+        .iter()
+        .map(|c| (c.service.as_str(), c.region.as_str()))
+        .collect();
+    assert_eq!(
+        services,
+        [("ecr", "us-east-1"), ("ecr-public", "us-east-1")]
+    );
+    let public = auths["public.ecr.aws"]["password"].as_str().unwrap();
+    assert_eq!(auths["ecr-public.aws.com"]["password"], public);
+    assert_ne!(
+        auths["123456789012.dkr.ecr.us-east-1.amazonaws.com"]["password"], public,
+        "a token of its own"
+    );
+    // Cached like the others.
+    h.post(&review.to_string(), "5s").await;
+    assert_eq!(h.ecr.calls(), 2);
+    let m = h.metrics().await;
+    assert!(
+        m.contains("ecr_token_webhook_ecr_requests_total{region=\"public\",outcome=\"success\"} 1"),
+        "{m}"
+    );
 }

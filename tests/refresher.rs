@@ -44,7 +44,7 @@ fn config() -> RefresherConfig {
         spread_window: Duration::ZERO,
         retry_base: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
-        policy: Policy::default(),
+        policy: Policy::default().into(),
         namespaces: Vec::new(),
     }
 }
@@ -243,6 +243,46 @@ async fn a_webhook_that_refuses_is_named_in_the_event() {
     );
 }
 
+/// A policy rule that refuses the secret's registry: the touch does not take, and the Event
+/// quotes the refusal, naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_refusal_is_named_in_the_event() {
+    let policy = Policy::from_yaml(
+        "rules:\n  - name: argocd-eu\n    namespaces: [argocd]\n    registries: ['*:eu-*']\n",
+        "policy.yaml",
+    )
+    .unwrap();
+    let h = Harness::start(Options {
+        policy: policy.clone(),
+        ..Options::default()
+    })
+    .await;
+    let kube = FakeKube::start(Some(h.base.clone()), https_client(&h.ca_pem)).await;
+    let s = Setup {
+        h,
+        kube,
+        metrics: Arc::new(Metrics::default()),
+    };
+    s.kube.seed(argo("repo", "argocd", None, true));
+    // A namespace no rule covers is not touched at all.
+    s.kube.seed(argo("elsewhere", "apps", None, true));
+    let mut cfg = config();
+    cfg.policy = policy.into();
+    let stats = s.refresher(cfg).pass().await.unwrap();
+    assert_eq!((stats.seen, stats.failed), (1, 1));
+    let events = s.kube.events();
+    assert_eq!(events.len(), 1);
+    let msg = events[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(
+            "the webhook could not write a token: refused by policy rule argocd-eu (rules[0]): \
+             registry 123456789012.dkr.ecr.us-east-1.amazonaws.com is not in its registries (*:eu-*)"
+        ),
+        "{msg}"
+    );
+    assert_eq!(s.h.ecr.calls(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_and_gone_are_told_apart() {
     let s = setup().await;
@@ -274,7 +314,12 @@ async fn namespaces_outside_the_policy_are_not_touched() {
     s.kube.seed(argo("a", "argocd", None, true));
     s.kube.seed(argo("b", "kube-system", None, true));
     let mut cfg = config();
-    cfg.policy.namespaces = vec![ecr_token_webhook::policy::Pattern::new("argocd")];
+    cfg.policy = Policy::from_flags(
+        vec![ecr_token_webhook::policy::Pattern::new("argocd")],
+        vec![ecr_token_webhook::policy::RegistryPattern::any()],
+        vec![],
+    )
+    .into();
     let stats = s.refresher(cfg).pass().await.unwrap();
     assert_eq!((stats.seen, stats.took), (1, 1));
     assert!(s.expires("kube-system", "b").is_none());

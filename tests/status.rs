@@ -344,7 +344,7 @@ async fn status_shows_healthy_and_broken_secrets_and_exits_accordingly() {
     assert_eq!(out.code, 1);
     assert!(
         out.stdout.contains(
-            "  - namespace apps is not in --allowed-namespaces (argocd,team-*): the webhook leaves the secret unchanged and the refresher skips it"
+            "  - refused by policy: namespace apps is not in --allowed-namespaces (argocd,team-*): the webhook writes no token (only the error annotation) and the refresher skips the namespace"
         ),
         "{}",
         out.stdout

@@ -303,13 +303,15 @@ async fn a_secret_the_webhook_cannot_serve_is_allowed_with_a_warning_and_an_erro
     assert!(warnings(&resp)[0].contains("data..dockerconfigjson is not valid base64"));
 }
 
+/// A refusal writes no token: the secret keeps its data, and the warning and the `error`
+/// annotation say which rule refused (for the flags, which flag).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_leaves_other_namespaces_and_registries_untouched() {
-    let policy = Policy {
-        namespaces: vec![Pattern::new("argocd")],
-        registries: vec![RegistryPattern::parse("123456789012:us-*").unwrap()],
-        role_arns: vec![],
-    };
+async fn policy_refusals_write_no_token_and_name_the_rule() {
+    let policy = Policy::from_flags(
+        vec![Pattern::new("argocd")],
+        vec![RegistryPattern::parse("123456789012:us-*").unwrap()],
+        vec![],
+    );
     let h = Harness::start(Options {
         policy,
         ..Options::default()
@@ -319,12 +321,12 @@ async fn policy_leaves_other_namespaces_and_registries_untouched() {
         ("argocd-repository-create-apply.json", None),
         (
             "basic-auth-create.json",
-            Some("namespace apps is not in --allowed-namespaces (argocd)"),
+            Some("refused by policy: namespace apps is not in --allowed-namespaces (argocd)"),
         ),
         (
             "argocd-repo-creds-create-oci.json",
             Some(
-                "registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com is not in --allowed-registries (123456789012:us-*)",
+                "refused by policy: registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com is not in --allowed-registries (123456789012:us-*)",
             ),
         ),
     ];
@@ -332,12 +334,24 @@ async fn policy_leaves_other_namespaces_and_registries_untouched() {
         let review = fixture(name);
         let (_, resp, _) = h.post(&review.to_string(), "5s").await;
         assert_eq!(resp["response"]["allowed"], true, "{name}");
+        let after = apply(&review, &resp);
         match want {
-            None => assert!(resp["response"]["patch"].is_string(), "{name}"),
+            None => assert!(after["data"]["password"].is_string(), "{name}"),
             Some(msg) => {
-                assert!(resp["response"]["patch"].is_null(), "{name}: untouched");
-                let w = warnings(&resp);
-                assert!(w.iter().any(|w| w.contains(msg)), "{name}: {w:?}");
+                assert_eq!(
+                    after["data"], review["request"]["object"]["data"],
+                    "{name}: no token written"
+                );
+                assert_eq!(
+                    annotations(&after)["ecr-token-webhook/error"],
+                    msg,
+                    "{name}"
+                );
+                assert_eq!(
+                    warnings(&resp),
+                    [format!("ecr-token-webhook: {msg}")],
+                    "{name}"
+                );
             }
         }
     }
@@ -346,8 +360,17 @@ async fn policy_leaves_other_namespaces_and_registries_untouched() {
     review["request"]["object"]["metadata"]["annotations"]["ecr-token-webhook/role-arn"] =
         json!("arn:aws:iam::123456789012:role/anything");
     let (_, resp, _) = h.post(&review.to_string(), "5s").await;
-    assert!(resp["response"]["patch"].is_null());
+    assert!(apply(&review, &resp)["data"].get("password").is_none());
     assert!(warnings(&resp)[0].contains("--allowed-role-arns (none)"));
+    let m = h.metrics().await;
+    for want in [
+        "ecr_token_webhook_policy_refusals_total{rule=\"flags\",reason=\"namespace\"} 1",
+        "ecr_token_webhook_policy_refusals_total{rule=\"flags\",reason=\"registry\"} 1",
+        "ecr_token_webhook_policy_refusals_total{rule=\"flags\",reason=\"role\"} 1",
+    ] {
+        assert!(m.contains(want), "missing {want}:\n{m}");
+    }
+    assert_eq!(h.ecr.calls(), 1, "no ECR call for refused secrets");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ fn pull(type_: &str, annotations: Option<Value>, data: Option<Value>) -> Value {
 struct Tokens {
     use1: Token,
     euc1: Token,
+    public: Token,
 }
 
 impl Tokens {
@@ -59,6 +60,11 @@ impl Tokens {
                 password: "token-euc1".into(),
                 expires_at: base,
             },
+            public: Token {
+                username: "AWS".into(),
+                password: "token-public".into(),
+                expires_at: base + Duration::from_secs(1800),
+            },
         }
     }
 
@@ -66,7 +72,9 @@ impl Tokens {
         plan.token_keys()
             .into_iter()
             .map(|k| {
-                let t = if k.region == "eu-central-1" {
+                let t = if k.public {
+                    &self.public
+                } else if k.region == "eu-central-1" {
                     &self.euc1
                 } else {
                     &self.use1
@@ -230,6 +238,62 @@ fn dockerconfigjson_without_data_gets_every_annotated_registry() {
 }
 
 #[test]
+fn ecr_public_gets_its_own_token_beside_a_private_registry_in_its_region() {
+    // ECR Public's API is in us-east-1 too, but its token is not a private registry's.
+    let obj = pull(
+        DOCKERCONFIGJSON,
+        Some(
+            json!({REGISTRIES_ANNOTATION: format!("{USE1} public.ecr.aws oci://ecr-public.aws.com/alias")}),
+        ),
+        None,
+    );
+    let out = run(&obj).unwrap();
+    let got = data_json(&out, ".dockerconfigjson");
+    assert_eq!(got["auths"][USE1]["password"], "token-use1");
+    assert_eq!(got["auths"]["public.ecr.aws"]["password"], "token-public");
+    assert_eq!(got["auths"]["public.ecr.aws"]["username"], "AWS");
+    assert_eq!(
+        got["auths"]["ecr-public.aws.com"]["password"],
+        "token-public"
+    );
+    assert_eq!(got["auths"].as_object().unwrap().len(), 3);
+    assert_eq!(expires(&out), "2027-01-15T08:30:00Z");
+    let dynobj = object(obj);
+    let plan = plan(&SecretView::new(&dynobj)).unwrap();
+    assert_eq!(
+        plan.token_keys(),
+        vec![TokenKey::new("us-east-1", None), TokenKey::public(None)]
+    );
+
+    // An entry already in the docker config is found and refreshed.
+    let cfg = json!({"auths": {"https://public.ecr.aws": {"auth": "b2xk", "email": "a@b.c"}}});
+    let obj = pull(
+        DOCKERCONFIGJSON,
+        None,
+        Some(json!({".dockerconfigjson": b64(&cfg.to_string())})),
+    );
+    let got = data_json(&run(&obj).unwrap(), ".dockerconfigjson");
+    assert_eq!(
+        got["auths"]["https://public.ecr.aws"]["password"],
+        "token-public"
+    );
+    assert_eq!(got["auths"]["https://public.ecr.aws"]["email"], "a@b.c");
+
+    // An Argo CD repository for ECR Public's OCI charts.
+    let out = run(&argo("repository", "oci://public.ecr.aws/my-alias/charts")).unwrap();
+    assert_eq!(data_str(&out, "password"), "token-public");
+
+    // A basic-auth secret holds one token: ECR Public and a private registry need two.
+    let obj = pull(
+        BASIC_AUTH,
+        Some(json!({REGISTRIES_ANNOTATION: format!("{USE1},public.ecr.aws")})),
+        None,
+    );
+    let e = run(&obj).unwrap_err().to_string();
+    assert!(e.contains("several regions (public, us-east-1)"), "{e}");
+}
+
+#[test]
 fn dockercfg_is_a_plain_map() {
     let cfg = json!({"quay.io": {"auth": "eDp5"}, USE1: {"auth": "b2xk", "email": "a@b.c"}});
     let obj = pull(
@@ -347,10 +411,10 @@ fn bad_input_is_refused_with_a_clear_reason() {
             "non-ECR annotation entry",
             pull(
                 DOCKERCONFIGJSON,
-                Some(json!({REGISTRIES_ANNOTATION: format!("{USE1}, public.ecr.aws")})),
+                Some(json!({REGISTRIES_ANNOTATION: format!("{USE1}, ghcr.io")})),
                 None,
             ),
-            "\"public.ecr.aws\" in annotation ecr-token-webhook/registries is not an ECR registry",
+            "\"ghcr.io\" in annotation ecr-token-webhook/registries is not an ECR registry",
         ),
         (
             "basic-auth without registries",

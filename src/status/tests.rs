@@ -25,6 +25,7 @@ fn cx() -> Context {
         margin: Duration::from_secs(6 * H),
         webhook_namespace: "ecr-token-webhook".into(),
         known: Known::default(),
+        namespace_labels: BTreeMap::new(),
     }
 }
 
@@ -224,7 +225,7 @@ fn classifies_secrets_and_explains_problems() {
             argo(
                 ann(&[(
                     err,
-                    "url \"ghcr.io/acme/charts\" is not an ECR registry: not an ECR private registry host",
+                    "url \"ghcr.io/acme/charts\" is not an ECR registry: not an ECR registry host",
                 )]),
                 "ghcr.io/acme/charts",
             ),
@@ -400,6 +401,7 @@ fn classifies_secrets_and_explains_problems() {
         namespaces: Some(vec![Pattern::new("argocd"), Pattern::new("team-*")]),
         registries: Some(vec![RegistryPattern::parse("123456789012").unwrap()]),
         role_arns: Some(vec![]),
+        policy: None,
     };
     cases.push(Case {
         cx: told.clone(),
@@ -407,7 +409,7 @@ fn classifies_secrets_and_explains_problems() {
             "namespace outside the policy",
             dockerconfig(json!(null), &[USE1]),
             State::OutsidePolicy,
-            &["namespace apps is not in --allowed-namespaces (argocd,team-*): the webhook leaves the secret unchanged and the refresher skips it"],
+            &["refused by policy: namespace apps is not in --allowed-namespaces (argocd,team-*): the webhook writes no token (only the error annotation) and the refresher skips the namespace"],
         )
     });
     cases.push(Case {
@@ -416,9 +418,72 @@ fn classifies_secrets_and_explains_problems() {
             "registry and role outside the policy",
             argo(ann(&[(ROLE_ARN_ANNOTATION, "arn:aws:iam::210987654321:role/x")]), EUW1),
             State::OutsidePolicy,
-            &["registry 210987654321.dkr.ecr.eu-west-1.amazonaws.com is not in --allowed-registries (123456789012:*)", "role arn:aws:iam::210987654321:role/x is not in --allowed-role-arns (none)"],
+            &["refused by policy: registry 210987654321.dkr.ecr.eu-west-1.amazonaws.com is not in --allowed-registries (123456789012:*)", "refused by policy: role arn:aws:iam::210987654321:role/x is not in --allowed-role-arns (none)"],
         )
     });
+    // A policy file: the rule that refuses is named; labels as `run` read them.
+    let mut file = cx();
+    file.known = Known {
+        policy: Some(
+            Policy::from_yaml(
+                "rules:\n  - name: argocd\n    namespaces: [argocd]\n    registries: ['123456789012']\n  - name: team-a\n    namespaces: ['apps']\n    namespaceSelector: {matchLabels: {tenant: team-a}}\n    registries: ['210987654321']\n",
+                "policy.yaml",
+            )
+            .unwrap(),
+        ),
+        ..Known::default()
+    };
+    file.namespace_labels.insert(
+        "apps".into(),
+        Ok(BTreeMap::from([("tenant".into(), "team-a".into())])),
+    );
+    cases.push(Case {
+        cx: file.clone(),
+        ..case(
+            "a rule of the policy file refuses the registry",
+            dockerconfig(json!(null), &[USE1]),
+            State::OutsidePolicy,
+            &["refused by policy rule team-a (rules[1]): registry 123456789012.dkr.ecr.us-east-1.amazonaws.com is not in its registries (210987654321:*): the webhook writes no token (only the error annotation)"],
+        )
+    });
+    let mut unlabelled = file.clone();
+    unlabelled
+        .namespace_labels
+        .insert("apps".into(), Ok(BTreeMap::new()));
+    cases.push(Case {
+        cx: unlabelled,
+        ..case(
+            "no rule of the policy file matches",
+            dockerconfig(json!(null), &[EUW1]),
+            State::OutsidePolicy,
+            &["refused by policy: namespace apps matches no rule: the webhook writes no token (only the error annotation) and the refresher skips the namespace"],
+        )
+    });
+    cases.push(Case {
+        cx: file.clone(),
+        ..case(
+            "inside the policy file: neither refused nor asked for",
+            dockerconfig(json!(null), &[EUW1]),
+            State::NoToken,
+            &["no expires-at"],
+        )
+    });
+    // The webhook's own refusal, read from the error annotation, when status is not told.
+    cases.push(case(
+        "refused by the webhook's policy",
+        dockerconfig(
+            ann(&[(
+                err,
+                "refused by policy rule team-a (rules[1]): registry 123456789012.dkr.ecr.us-east-1.amazonaws.com is not in its registries (210987654321:*)",
+            )]),
+            &[USE1],
+        ),
+        State::OutsidePolicy,
+        &[
+            "the webhook refused it at the last write: refused by policy rule team-a (rules[1])",
+            "change the secret or the rule",
+        ],
+    ));
     cases.push(Case {
         cx: told.clone(),
         ..case(
@@ -769,7 +834,7 @@ apps        hub    dockerconfigjson   -            -         never     not-opted
 
 apps/hub (not-opted-in):
   - not opted in: add the label: kubectl -n apps label secret hub ecr-token-webhook/inject=true
-  - even opted in, the webhook could not serve it: none of its registries is an ECR host (https://index.docker.io/v1/); only ECR private registries get tokens: no ECR registry to write: set annotation ecr-token-webhook/registries
+  - even opted in, the webhook could not serve it: none of its registries is an ECR host (https://index.docker.io/v1/); only ECR registries (private, and ECR Public) get tokens: no ECR registry to write: set annotation ecr-token-webhook/registries
 
 secret apps/hub is not opted in
 ";

@@ -27,6 +27,9 @@ struct Store {
     webhook_configs: BTreeMap<String, Value>,
     leases: BTreeMap<Key, Value>,
     events: Vec<Value>,
+    /// Namespaces by name, with their labels; gets of each counted.
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    namespace_gets: BTreeMap<String, usize>,
     /// Status code to answer instead of patching, per secret.
     patch_faults: HashMap<Key, u16>,
     /// Status code to answer instead of replacing (PUT), per secret.
@@ -63,6 +66,7 @@ impl FakeKube {
         });
         let app = Router::new()
             .route("/api/v1/secrets", get(list_all))
+            .route("/api/v1/namespaces/{ns}", get(get_namespace))
             .route(
                 "/api/v1/namespaces/{ns}/secrets",
                 get(list_ns).post(create_secret),
@@ -189,6 +193,25 @@ impl FakeKube {
     }
 
     /// List requests served (one per page).
+    /// Creates (or relabels) a namespace.
+    pub fn set_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.state
+            .store
+            .lock()
+            .unwrap()
+            .namespaces
+            .insert(name.to_string(), labels);
+    }
+
+    /// How often each namespace was read.
+    pub fn namespace_gets(&self) -> BTreeMap<String, usize> {
+        self.state.store.lock().unwrap().namespace_gets.clone()
+    }
+
     pub fn lists(&self) -> usize {
         self.state.store.lock().unwrap().lists
     }
@@ -400,6 +423,26 @@ fn list(
     axum::Json(json!({"apiVersion": api_version, "kind": kind,
         "metadata": {"resourceVersion": rv, "continue": continue_}, "items": page}))
     .into_response()
+}
+
+async fn get_namespace(
+    State(s): State<Arc<KubeState>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    s.count();
+    let mut store = s.store.lock().unwrap();
+    *store.namespace_gets.entry(ns.clone()).or_default() += 1;
+    let Some(labels) = store.namespaces.get(&ns) else {
+        return status(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+    };
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "labels": labels, "uid": format!("uid-ns-{ns}")}});
+    if wants_metadata(&headers) {
+        axum::Json(metadata_only(&obj)).into_response()
+    } else {
+        axum::Json(obj).into_response()
+    }
 }
 
 async fn get_secret(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +29,10 @@ use ecr_token_webhook::token::{CacheConfig, TokenCache};
 use serde_json::{Value, json};
 
 pub const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+/// ECR Public's GetAuthorizationToken (aws-sdk-ecrpublic's model).
+pub const PUBLIC_TARGET: &str = "SpencerFrontendService.GetAuthorizationToken";
+/// Where the fake serves EKS Pod Identity's container credentials (GET).
+pub const POD_IDENTITY_PATH: &str = "/pod-identity/credentials";
 
 /// How the fake ECR misbehaves.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,20 +43,45 @@ pub enum Fault {
     Slow(Duration),
 }
 
+/// One GetAuthorizationToken call: ECR (`ecr`) or ECR Public (`ecr-public`), as signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcrCall {
+    pub service: String,
+    pub region: String,
+    pub access_key: String,
+}
+
+/// One call for credentials: STS `AssumeRole` (signed with `signed_with`),
+/// `AssumeRoleWithWebIdentity` (unsigned, with a token), or `PodIdentity` (the container
+/// credentials endpoint); `issued` is the access key id handed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialCall {
+    pub action: String,
+    pub role: String,
+    pub signed_with: Option<String>,
+    pub issued: String,
+}
+
 struct EcrState {
     calls: AtomicUsize,
     sts_calls: AtomicUsize,
+    pod_calls: AtomicUsize,
     /// STS refuses AssumeRole with AccessDenied while set.
     sts_denied: std::sync::atomic::AtomicBool,
-    /// Access key id that signed each ECR call, in order.
-    access_keys: Mutex<Vec<String>>,
+    ecr_log: Mutex<Vec<EcrCall>>,
+    credential_log: Mutex<Vec<CredentialCall>>,
     lifetime: Mutex<Duration>,
+    /// How long the credentials STS and Pod Identity hand out are valid.
+    credential_lifetime: Mutex<Duration>,
+    /// The token AssumeRoleWithWebIdentity and Pod Identity accept (anything while unset).
+    identity_token: Mutex<Option<String>>,
     fault: Mutex<Fault>,
-    regions: Mutex<Vec<String>>,
 }
 
-/// A local ECR endpoint: answers `GetAuthorizationToken` with ~2 KB tokens of a settable
-/// lifetime, or with a fault. Each token is distinct, so rotation is visible.
+/// A local AWS endpoint on 127.0.0.1: ECR's and ECR Public's `GetAuthorizationToken` (~2 KB
+/// tokens of a settable lifetime, or a fault; each token distinct, so rotation is visible),
+/// STS's `AssumeRole` and `AssumeRoleWithWebIdentity` (query protocol, XML), and EKS Pod
+/// Identity's container credentials endpoint. It records which key signed each call.
 pub struct FakeEcr {
     pub url: String,
     state: Arc<EcrState>,
@@ -62,14 +92,18 @@ impl FakeEcr {
         let state = Arc::new(EcrState {
             calls: AtomicUsize::new(0),
             sts_calls: AtomicUsize::new(0),
+            pod_calls: AtomicUsize::new(0),
             sts_denied: std::sync::atomic::AtomicBool::new(false),
-            access_keys: Mutex::new(Vec::new()),
+            ecr_log: Mutex::new(Vec::new()),
+            credential_log: Mutex::new(Vec::new()),
             lifetime: Mutex::new(lifetime),
+            credential_lifetime: Mutex::new(Duration::from_secs(3600)),
+            identity_token: Mutex::new(None),
             fault: Mutex::new(Fault::None),
-            regions: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/", post(ecr_handler))
+            .route(POD_IDENTITY_PATH, axum::routing::get(pod_identity))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -84,6 +118,7 @@ impl FakeEcr {
         }
     }
 
+    /// GetAuthorizationToken calls, ECR and ECR Public.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
     }
@@ -96,6 +131,17 @@ impl FakeEcr {
         *self.state.lifetime.lock().unwrap() = lifetime;
     }
 
+    /// Lifetime of the credentials STS and Pod Identity issue from now on.
+    pub fn set_credential_lifetime(&self, lifetime: Duration) {
+        *self.state.credential_lifetime.lock().unwrap() = lifetime;
+    }
+
+    /// The only web identity / Pod Identity token accepted from now on.
+    pub fn require_identity_token(&self, token: &str) {
+        *self.state.identity_token.lock().unwrap() = Some(token.to_string());
+    }
+
+    /// STS calls of any kind.
     pub fn sts_calls(&self) -> usize {
         self.state.sts_calls.load(Ordering::SeqCst)
     }
@@ -104,14 +150,33 @@ impl FakeEcr {
         self.state.sts_denied.store(denied, Ordering::SeqCst);
     }
 
-    /// Access key ids that signed the ECR calls, in order.
+    /// Access key ids that signed the GetAuthorizationToken calls, in order.
     pub fn access_keys(&self) -> Vec<String> {
-        self.state.access_keys.lock().unwrap().clone()
+        self.ecr_log().into_iter().map(|c| c.access_key).collect()
     }
 
     /// Regions named in the SigV4 credential scope of each call, in order.
     pub fn regions(&self) -> Vec<String> {
-        self.state.regions.lock().unwrap().clone()
+        self.ecr_log().into_iter().map(|c| c.region).collect()
+    }
+
+    pub fn ecr_log(&self) -> Vec<EcrCall> {
+        self.state.ecr_log.lock().unwrap().clone()
+    }
+
+    /// Every call for credentials (STS and Pod Identity), in order.
+    pub fn credential_log(&self) -> Vec<CredentialCall> {
+        self.state.credential_log.lock().unwrap().clone()
+    }
+
+    /// Calls of `action` (`AssumeRole`, `AssumeRoleWithWebIdentity`, `PodIdentity`) per role
+    /// (empty for Pod Identity).
+    pub fn credential_calls(&self, action: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.credential_log().iter().filter(|c| c.action == action) {
+            *out.entry(c.role.clone()).or_default() += 1;
+        }
+        out
     }
 
     /// The password the n-th call (0-based) handed out.
@@ -129,6 +194,45 @@ fn token_password(n: usize) -> String {
     head + &filler
 }
 
+/// `AWS4-HMAC-SHA256 Credential=AKID/20261122/us-east-1/ecr/aws4_request, ...`: the access key
+/// id, region and service of a SigV4 signature.
+fn signature_scope(headers: &HeaderMap) -> Option<(String, String, String)> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let scope = auth
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")?
+        .split(',')
+        .next()?;
+    let parts: Vec<&str> = scope.split('/').collect();
+    (parts.len() == 5).then(|| (parts[0].into(), parts[2].into(), parts[3].into()))
+}
+
+/// A value of a form-encoded body (STS's query protocol).
+fn form_value(body: &[u8], key: &str) -> Option<String> {
+    let form = String::from_utf8_lossy(body);
+    let raw = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?;
+    let bytes = raw.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if bytes[i] == b'%'
+            && let Some(b) = hex
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 async fn ecr_handler(
     axum::extract::State(state): axum::extract::State<Arc<EcrState>>,
     headers: HeaderMap,
@@ -136,42 +240,40 @@ async fn ecr_handler(
 ) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     // STS speaks the query protocol on the same endpoint (the SDK's endpoint_url covers both).
-    if target.is_none() && body.starts_with(b"Action=AssumeRole") {
-        return sts_assume_role(&state, &body);
+    if target.is_none() && body.starts_with(b"Action=") {
+        return sts(&state, &headers, &body);
     }
     let n = state.calls.fetch_add(1, Ordering::SeqCst);
-    if target != Some(TARGET) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            "unexpected target",
-        );
-    }
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    // AWS4-HMAC-SHA256 Credential=AKID/20261122/us-east-1/ecr/aws4_request, ...
-    let Some(scope) = auth
-        .strip_prefix("AWS4-HMAC-SHA256 Credential=")
-        .and_then(|s| s.split(',').next())
-    else {
+    let public = match target {
+        Some(TARGET) => false,
+        Some(PUBLIC_TARGET) => true,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "UnknownOperationException",
+                "unexpected target",
+            );
+        }
+    };
+    let Some((access_key, region, service)) = signature_scope(&headers) else {
         return error(
             StatusCode::FORBIDDEN,
             "MissingAuthenticationTokenException",
             "unsigned",
         );
     };
-    let parts: Vec<&str> = scope.split('/').collect();
-    if parts.len() != 5 || parts[3] != "ecr" {
+    if service != if public { "ecr-public" } else { "ecr" } {
         return error(
             StatusCode::FORBIDDEN,
             "InvalidSignatureException",
             "bad scope",
         );
     }
-    state.regions.lock().unwrap().push(parts[2].to_string());
-    state.access_keys.lock().unwrap().push(parts[0].to_string());
+    state.ecr_log.lock().unwrap().push(EcrCall {
+        service,
+        region: region.clone(),
+        access_key,
+    });
     if serde_json::from_slice::<Value>(&body).is_err() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -205,11 +307,16 @@ async fn ecr_handler(
         .unwrap_or_default()
         .as_secs_f64();
     let token = B64.encode(format!("AWS:{}", token_password(n)));
-    let body = json!({"authorizationData": [{
-        "authorizationToken": token,
-        "expiresAt": expires,
-        "proxyEndpoint": format!("https://123456789012.dkr.ecr.{}.amazonaws.com", parts[2]),
-    }]});
+    let body = if public {
+        // ECR Public: one authorizationData object, not a list.
+        json!({"authorizationData": {"authorizationToken": token, "expiresAt": expires}})
+    } else {
+        json!({"authorizationData": [{
+            "authorizationToken": token,
+            "expiresAt": expires,
+            "proxyEndpoint": format!("https://123456789012.dkr.ecr.{region}.amazonaws.com"),
+        }]})
+    };
     (
         [("content-type", "application/x-amz-json-1.1")],
         body.to_string(),
@@ -217,37 +324,129 @@ async fn ecr_handler(
         .into_response()
 }
 
-/// STS AssumeRole: temporary credentials (access key ASIA<n>) valid for an hour, or
-/// AccessDenied as STS words it.
-fn sts_assume_role(state: &EcrState, body: &[u8]) -> Response {
+fn credential_expiry(state: &EcrState) -> SystemTime {
+    SystemTime::now() + *state.credential_lifetime.lock().unwrap()
+}
+
+fn identity_token_ok(state: &EcrState, given: Option<&str>) -> bool {
+    match state.identity_token.lock().unwrap().as_deref() {
+        None => true,
+        Some(want) => given == Some(want),
+    }
+}
+
+/// STS: AssumeRole (signed; temporary credentials ASIA<n>, or AccessDenied as STS words it
+/// while `sts_denied`) and AssumeRoleWithWebIdentity (unsigned; credentials ASIAWEB<n> for the
+/// expected token).
+fn sts(state: &EcrState, headers: &HeaderMap, body: &[u8]) -> Response {
     let n = state.sts_calls.fetch_add(1, Ordering::SeqCst);
-    let form = String::from_utf8_lossy(body);
-    let role = form
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("RoleArn="))
-        .unwrap_or_default()
-        .replace("%3A", ":")
-        .replace("%2F", "/");
-    if state.sts_denied.load(Ordering::SeqCst) {
+    let action = form_value(body, "Action").unwrap_or_default();
+    let role = form_value(body, "RoleArn").unwrap_or_default();
+    let sts_error = |status: StatusCode, code: &str, message: &str| {
         let xml = format!(
             "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
-             <Type>Sender</Type><Code>AccessDenied</Code><Message>User: \
-             arn:aws:iam::123456789012:user/webhook is not authorized to perform: \
-             sts:AssumeRole on resource: {role}</Message></Error>\
+             <Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>\
              <RequestId>req-{n}</RequestId></ErrorResponse>"
         );
-        return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], xml).into_response();
-    }
-    let expiration =
-        ecr_token_webhook::time::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+        (status, [("content-type", "text/xml")], xml).into_response()
+    };
+    let (issued, signed_with) = match action.as_str() {
+        "AssumeRole" => {
+            let Some((key, _, service)) = signature_scope(headers) else {
+                return sts_error(
+                    StatusCode::FORBIDDEN,
+                    "MissingAuthenticationToken",
+                    "unsigned",
+                );
+            };
+            if service != "sts" {
+                return sts_error(StatusCode::FORBIDDEN, "SignatureDoesNotMatch", "bad scope");
+            }
+            if state.sts_denied.load(Ordering::SeqCst) {
+                return sts_error(
+                    StatusCode::FORBIDDEN,
+                    "AccessDenied",
+                    &format!(
+                        "User: arn:aws:iam::123456789012:user/webhook is not authorized to \
+                         perform: sts:AssumeRole on resource: {role}"
+                    ),
+                );
+            }
+            (format!("ASIA{n:06}"), Some(key))
+        }
+        "AssumeRoleWithWebIdentity" => {
+            let token = form_value(body, "WebIdentityToken");
+            if !identity_token_ok(state, token.as_deref()) {
+                return sts_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidIdentityToken",
+                    "the web identity token is not the one expected",
+                );
+            }
+            (format!("ASIAWEB{n:05}"), None)
+        }
+        other => {
+            return sts_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidAction",
+                &format!("unexpected action {other:?}"),
+            );
+        }
+    };
+    state.credential_log.lock().unwrap().push(CredentialCall {
+        action: action.clone(),
+        role: role.clone(),
+        signed_with,
+        issued: issued.clone(),
+    });
+    let expiration = ecr_token_webhook::time::rfc3339(credential_expiry(state));
+    let extra = if action == "AssumeRoleWithWebIdentity" {
+        "<SubjectFromWebIdentityToken>system:serviceaccount:ecr-token-webhook:ecr-token-webhook</SubjectFromWebIdentityToken>"
+    } else {
+        ""
+    };
     let xml = format!(
-        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
-         <Credentials><AccessKeyId>ASIA{n:06}</AccessKeyId><SecretAccessKey>assumed-secret</SecretAccessKey>\
-         <SessionToken>session-{n}</SessionToken><Expiration>{expiration}</Expiration></Credentials>\
+        "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result>\
+         <Credentials><AccessKeyId>{issued}</AccessKeyId><SecretAccessKey>assumed-secret</SecretAccessKey>\
+         <SessionToken>session-{n}</SessionToken><Expiration>{expiration}</Expiration></Credentials>{extra}\
          <AssumedRoleUser><Arn>{role}/ecr-token-webhook</Arn><AssumedRoleId>AROA{n}:ecr-token-webhook</AssumedRoleId></AssumedRoleUser>\
-         </AssumeRoleResult><ResponseMetadata><RequestId>req-{n}</RequestId></ResponseMetadata></AssumeRoleResponse>"
+         </{action}Result><ResponseMetadata><RequestId>req-{n}</RequestId></ResponseMetadata></{action}Response>"
     );
     ([("content-type", "text/xml")], xml).into_response()
+}
+
+/// EKS Pod Identity's agent: container credentials (ASIAPOD<n>) for the expected token in the
+/// Authorization header.
+async fn pod_identity(
+    axum::extract::State(state): axum::extract::State<Arc<EcrState>>,
+    headers: HeaderMap,
+) -> Response {
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if !identity_token_ok(&state, given) {
+        return (
+            StatusCode::FORBIDDEN,
+            [("content-type", "application/json")],
+            json!({"Code": "AccessDenied", "Message": "the token is not the one expected"})
+                .to_string(),
+        )
+            .into_response();
+    }
+    let n = state.pod_calls.fetch_add(1, Ordering::SeqCst);
+    let issued = format!("ASIAPOD{n:05}");
+    state.credential_log.lock().unwrap().push(CredentialCall {
+        action: "PodIdentity".into(),
+        role: String::new(),
+        signed_with: None,
+        issued: issued.clone(),
+    });
+    let body = json!({
+        "AccessKeyId": issued,
+        "SecretAccessKey": "pod-secret",
+        "Token": format!("pod-session-{n}"),
+        "AccountId": "123456789012",
+        "Expiration": ecr_token_webhook::time::rfc3339(credential_expiry(&state)),
+    });
+    ([("content-type", "application/json")], body.to_string()).into_response()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -294,6 +493,8 @@ pub struct Options {
     pub policy: Policy,
     /// Another ECR endpoint (moto) instead of the test suite's own.
     pub endpoint: Option<String>,
+    /// Namespace labels for the policy's namespace selectors.
+    pub namespace_labels: Option<Arc<dyn ecr_token_webhook::namespaces::NamespaceLabels>>,
 }
 
 impl Default for Options {
@@ -305,6 +506,7 @@ impl Default for Options {
             failure_mode: FailureMode::Open,
             policy: Policy::default(),
             endpoint: None,
+            namespace_labels: None,
         }
     }
 }
@@ -365,12 +567,16 @@ impl Harness {
             max_backoff: opts.backoff * 4,
         };
         let tokens = Arc::new(TokenCache::new(source, cache, metrics.clone()));
-        let webhook = Arc::new(Webhook::new(
+        let mut webhook = Webhook::new(
             tokens.clone(),
             opts.policy,
             opts.failure_mode,
             metrics.clone(),
-        ));
+        );
+        if let Some(labels) = opts.namespace_labels {
+            webhook = webhook.with_namespace_labels(labels);
+        }
+        let webhook = Arc::new(webhook);
         let listen = Listen {
             addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -392,6 +598,11 @@ impl Harness {
     /// POSTs a review to /mutate?timeout=… and returns the status and the parsed body (or text).
     pub async fn post(&self, body: &str, timeout: &str) -> (StatusCode, Value, String) {
         post_review(&self.client, &self.base, body, timeout).await
+    }
+
+    /// [`Harness::post`] with an owned body and a 10 s timeout, for many requests at once.
+    pub async fn post_owned(&self, body: String) -> (StatusCode, Value, String) {
+        post_review(&self.client, &self.base, &body, "10s").await
     }
 
     pub async fn metrics(&self) -> String {
@@ -488,6 +699,53 @@ pub fn warnings(resp: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An AdmissionReview (CREATE) of a labelled pull secret in `namespace` whose registries
+/// annotation is `registries`, naming `role` if given.
+pub fn pull_secret_review(
+    uid: &str,
+    namespace: &str,
+    registries: &str,
+    role: Option<&str>,
+) -> Value {
+    let mut annotations = json!({"ecr-token-webhook/registries": registries});
+    if let Some(role) = role {
+        annotations["ecr-token-webhook/role-arn"] = json!(role);
+    }
+    let object = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": format!("pull-{uid}"), "namespace": namespace,
+            "labels": {"ecr-token-webhook/inject": "true"}, "annotations": annotations},
+    });
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": format!("pull-{uid}"), "namespace": namespace, "operation": "CREATE",
+            "userInfo": {"username": "test"}, "object": object, "oldObject": null,
+            "dryRun": false,
+        },
+    })
+}
+
+/// The passwords a patched pull secret holds, by registry host.
+pub fn docker_passwords(review: &Value, response: &Value) -> BTreeMap<String, String> {
+    let after = apply(review, response);
+    let cfg: Value =
+        serde_json::from_str(&data(&after, ".dockerconfigjson")).expect("docker config");
+    cfg["auths"]
+        .as_object()
+        .expect("auths")
+        .iter()
+        .map(|(host, e)| {
+            (
+                host.clone(),
+                e["password"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 pub fn addr_of(s: &str) -> SocketAddr {

@@ -32,6 +32,7 @@ from cluster import CA, Cluster, ClusterError, Proc, clean_env, free_port, until
 from fake_ecr import FakeEcr  # noqa: E402
 from tier import (  # noqa: E402
     NAMESPACE,
+    POLICY,
     REFRESH_INTERVAL,
     REFRESH_MARGIN,
     SERVICE_ACCOUNT,
@@ -144,6 +145,7 @@ def webhook(cluster: Cluster, tmp_path_factory) -> Iterator[Webhook]:
     key = write(workdir / "tls.key", serving.key_pem)
 
     ecr = FakeEcr(TOKEN_LIFETIME_SECONDS).start()
+    policy = write(workdir / "policy.yaml", POLICY, 0o644)
     port, metrics_port = free_port(), free_port()
     env = clean_env(
         KUBECONFIG=str(kubeconfig),
@@ -173,6 +175,8 @@ def webhook(cluster: Cluster, tmp_path_factory) -> Iterator[Webhook]:
             f"--refresh-margin={REFRESH_MARGIN}",
             f"--refresh-interval={REFRESH_INTERVAL}",
             "--touch-qps=50",
+            # Per-namespace rules, one selecting namespaces by label (tier.POLICY).
+            f"--policy-file={policy}",
             # On, as in the cluster: the Lease grants of deploy/base's Role are exercised too.
             "--leader-election=true",
             "--lease-retry-period=1s",

@@ -32,6 +32,21 @@ ERROR = "ecr-token-webhook/error"
 REGISTRIES = "ecr-token-webhook/registries"
 REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 
+# The webhook runs with this policy file: namespaces labelled for team-a (as a namespace template
+# would label them) get only REGISTRY, and the webhook reads their labels with deploy/base's
+# RBAC (get on namespaces); every other namespace gets any registry, as without a policy.
+TEAM_LABEL = "tier.ecr-token-webhook.io/team"
+POLICY = f"""rules:
+  - name: team-a
+    namespaces: ["*"]
+    namespaceSelector:
+      matchLabels: {{{TEAM_LABEL}: team-a}}
+    registries: ["123456789012:us-east-1"]
+  - name: everyone
+    namespaces: ["*"]
+    registries: ["*"]
+"""
+
 
 class Webhook:
     """The ecr-token-webhook binary serving on 127.0.0.1 and registered with the API server."""

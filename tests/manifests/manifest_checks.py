@@ -304,4 +304,8 @@ def assert_namespaced_mode(objs: list[dict], namespaces: list[str], role_name: s
             assert kind == "Role" and ns in namespaces and verbs == {"list", "patch"}, (kind, ns, verbs)
     data = config_map_data(objs)
     assert data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"].split(",") == namespaces
-    assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"]
+    if "ECR_TOKEN_WEBHOOK_POLICY_FILE" in data:
+        # A policy file's rules name the namespaces instead (the chart checks them at render).
+        assert "ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES" not in data
+    else:
+        assert data["ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES"] == data["ECR_TOKEN_WEBHOOK_SECRET_NAMESPACES"]

@@ -20,9 +20,11 @@ import pytest
 import yaml
 
 from manifest_checks import KUSTOMIZE_BASE, kustomize, kustomize_with_base
+from test_guard_component import render_component
 from test_helm import VALUE_SETS, render
 
 OVERLAYS = KUSTOMIZE_BASE.parent / "overlays"
+POLICY_FILE = KUSTOMIZE_BASE.parent / "components" / "policy-file"
 
 
 def manifest_sets(workdir: Path) -> dict[str, list[dict]]:
@@ -33,6 +35,7 @@ def manifest_sets(workdir: Path) -> dict[str, list[dict]]:
         "kustomize-namespaced-on-self-managed": kustomize_with_base(
             OVERLAYS / "namespaced", OVERLAYS / "self-managed", workdir
         ),
+        "kustomize-base-with-policy-file": render_component(POLICY_FILE, workdir / "policy-file", (KUSTOMIZE_BASE,)),
     }
     for case, (values, name, namespace) in VALUE_SETS.items():
         sets["helm-" + case.replace(" ", "-")] = render(values, name, namespace)
@@ -44,6 +47,7 @@ SET_NAMES = [
     "kustomize-self-managed",
     "kustomize-namespaced",
     "kustomize-namespaced-on-self-managed",
+    "kustomize-base-with-policy-file",
     *("helm-" + case.replace(" ", "-") for case in VALUE_SETS),
 ]
 

@@ -182,8 +182,26 @@ def self_managed_objs():
     return render(SELF_MANAGED)
 
 
+# Per-namespace policy rules (policy.rules), rendered into a mounted policy file.
+POLICY_RULES = [
+    {"name": "argocd", "namespaces": ["argocd"], "registries": ["*"], "roleArns": ["*"]},
+    {
+        "name": "team-a",
+        "namespaces": ["apps"],
+        "namespaceSelector": {"matchLabels": {"example.com/team": "team-a"}},
+        "registries": ["111111111111", "public"],
+        "defaultRole": "arn:aws:iam::111111111111:role/team-a-ecr-pull",
+    },
+]
+
 VALUE_SETS = {
     "defaults": ({}, "ecr-token-webhook", "ecr-token-webhook"),
+    "policy rules": ({"policy": {"rules": POLICY_RULES}}, "ecr-token-webhook", "ecr-token-webhook"),
+    "namespaced policy rules": (
+        {**NAMESPACED, **SELF_MANAGED, "policy": {"rules": POLICY_RULES}},
+        "ecr-token-webhook",
+        "ecr-token-webhook",
+    ),
     "custom": (CUSTOM_VALUES, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
     "self-managed": (SELF_MANAGED, "ecr-token-webhook", "ecr-token-webhook"),
     "self-managed custom": ({**CUSTOM_VALUES, **SELF_MANAGED}, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
@@ -398,13 +416,15 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         assert not [o for o in objs if o["apiVersion"].startswith("cert-manager.io/")]
         assert "annotations" not in mwc["metadata"] or "cert-manager.io/inject-ca-from" not in mwc["metadata"]["annotations"]
         assert container(objs)["args"] == ["serve"]
-        assert "volumes" not in pod_spec(objs) and "volumeMounts" not in container(objs)
+        # No TLS mount (the policy file's, with policy.rules, is the only one there may be).
+        assert [v["name"] for v in pod_spec(objs).get("volumes", []) if v["name"] != "policy"] == []
+        assert [m["name"] for m in container(objs).get("volumeMounts", []) if m["name"] != "policy"] == []
     else:
         serving = one(objs, "Certificate", f"{fullname}-serving")
         svc = f"{service['metadata']['name']}.{namespace}.svc"
         assert serving["spec"]["dnsNames"] == [svc, f"{svc}.cluster.local"]
         assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{namespace}/{fullname}-serving"
-        [volume] = pod_spec(objs)["volumes"]
+        [volume] = [v for v in pod_spec(objs)["volumes"] if v["name"] == "tls"]
         assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
         assert serving["spec"]["issuerRef"]["name"] == f"{fullname}-ca"
         ca = one(objs, "Certificate", f"{fullname}-ca")

@@ -42,6 +42,8 @@ EXPECTED_OBJECTS = {
     ("ServiceAccount", NAME),
     ("ClusterRole", NAME),
     ("ClusterRoleBinding", NAME),
+    ("ClusterRole", NAME + "-namespaces"),
+    ("ClusterRoleBinding", NAME + "-namespaces"),
     ("Role", NAME),
     ("RoleBinding", NAME),
     ("ConfigMap", "ecr-token-webhook-config"),

@@ -103,7 +103,7 @@ def test_rbac_grants_exactly_what_self_managed_tls_calls(objs):
         assert b["roleRef"]["name"] == "ecr-token-webhook-self-managed"
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
     # The base's grants are unchanged.
-    assert len(by_kind(objs, "ClusterRole")) == 2 and len(by_kind(objs, "Role")) == 2
+    assert len(by_kind(objs, "ClusterRole")) == 3 and len(by_kind(objs, "Role")) == 2
 
 
 def test_every_object_carries_the_common_labels_and_namespace(objs):

@@ -1,0 +1,83 @@
+//! Namespace labels for the policy file's `namespaceSelector`s. An AdmissionReview for a Secret
+//! does not carry its namespace's labels, so the webhook reads them (`get` on namespaces,
+//! metadata only) and caches them per namespace for a short time: a burst of writes in one
+//! namespace costs one API call, and a label change takes effect within the TTL. The webhook
+//! asks only when a rule that could match the namespace has a selector.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+
+pub type Labels = Arc<BTreeMap<String, String>>;
+pub type LabelsFuture<'a> = Pin<Box<dyn Future<Output = Result<Labels, String>> + Send + 'a>>;
+
+/// Where namespace labels come from: the API server in production, a map in tests.
+pub trait NamespaceLabels: Send + Sync + 'static {
+    fn labels<'a>(&'a self, namespace: &'a str) -> LabelsFuture<'a>;
+}
+
+/// Labels read through the Kubernetes API and cached for `ttl`. Concurrent misses for one
+/// namespace share one request; failures are not cached.
+pub struct KubeNamespaceLabels {
+    client: Result<kube::Client, String>,
+    cache: moka::future::Cache<String, Labels>,
+}
+
+impl KubeNamespaceLabels {
+    /// `client` is the reason there is none when the process has no Kubernetes configuration:
+    /// rules with selectors then refuse with it.
+    pub fn new(client: Result<kube::Client, String>, ttl: Duration) -> Self {
+        KubeNamespaceLabels {
+            client,
+            cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    async fn fetch(&self, namespace: &str) -> Result<Labels, String> {
+        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let api: Api<Namespace> = Api::all(client.clone());
+        match api.get_metadata(namespace).await {
+            Ok(meta) => Ok(Arc::new(meta.metadata.labels.unwrap_or_default())),
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(format!(
+                "{} (the webhook's ServiceAccount needs get on namespaces)",
+                s.message
+            )),
+            Err(kube::Error::Api(s)) => Err(s.message),
+            Err(e) => Err(format!("cannot reach the Kubernetes API: {e}")),
+        }
+    }
+}
+
+impl NamespaceLabels for KubeNamespaceLabels {
+    fn labels<'a>(&'a self, namespace: &'a str) -> LabelsFuture<'a> {
+        Box::pin(async move {
+            self.cache
+                .try_get_with(namespace.to_string(), self.fetch(namespace))
+                .await
+                .map_err(|e| (*e).clone())
+        })
+    }
+}
+
+/// Fixed labels, for tests and for runs without a cluster.
+pub struct StaticNamespaceLabels(pub BTreeMap<String, BTreeMap<String, String>>);
+
+impl NamespaceLabels for StaticNamespaceLabels {
+    fn labels<'a>(&'a self, namespace: &'a str) -> LabelsFuture<'a> {
+        Box::pin(async move {
+            self.0
+                .get(namespace)
+                .cloned()
+                .map(Arc::new)
+                .ok_or_else(|| format!("namespaces \"{namespace}\" not found"))
+        })
+    }
+}
