@@ -190,11 +190,7 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
     let plan = secret::plan(&view);
     let expires_at = Stamp::read(view.annotation(EXPIRES_AT_ANNOTATION));
     let touched_at = Stamp::read(view.annotation(TOUCHED_AT_ANNOTATION));
-    let error = view
-        .annotation(ERROR_ANNOTATION)
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_string);
+    let error = error_annotation(view.annotation(ERROR_ANNOTATION)).map(str::to_string);
     let mut row = Row {
         kind: view.kind().ok(),
         registries: plan
@@ -216,27 +212,57 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
     };
     let (state, reasons) = if !view.opted_in() {
         (State::NotOptedIn, ex.not_opted_in(plan.as_ref().err()))
-    } else if let Some(refusals) = ex.policy_refusals(plan.as_ref().ok()) {
-        (State::OutsidePolicy, refusals)
-    } else if let Some(error) = &row.error {
-        (State::Error, ex.error(error, plan.as_ref().err()))
     } else {
-        match row.expires_at.at() {
-            None => (State::NoToken, ex.no_token(plan.as_ref().err())),
-            Some(t) if t <= cx.now => (State::Expired, ex.expired(t)),
-            Some(t) => {
-                let left = t.duration_since(cx.now).unwrap_or_default();
-                if left > cx.margin {
-                    (State::Fresh, Vec::new())
-                } else {
-                    (State::Due, ex.due(t, left))
-                }
-            }
-        }
+        let refusals = ex.policy_refusals(plan.as_ref().ok());
+        let state = state(
+            refusals.is_some(),
+            row.error.as_deref(),
+            row.expires_at.at(),
+            cx.now,
+            cx.margin,
+        );
+        let reasons = match (state, refusals, &row.error, row.expires_at.at()) {
+            (State::OutsidePolicy, Some(refusals), _, _) => refusals,
+            (State::Error, _, Some(error), _) => ex.error(error, plan.as_ref().err()),
+            (State::Expired, _, _, Some(t)) => ex.expired(t),
+            (State::Due, _, _, Some(t)) => ex.due(t, t.duration_since(cx.now).unwrap_or_default()),
+            (State::NoToken, ..) => ex.no_token(plan.as_ref().err()),
+            _ => Vec::new(),
+        };
+        (state, reasons)
     };
     row.state = state;
     row.reasons = reasons;
     row
+}
+
+/// The state of an opted-in secret from what every reader of it has: whether the policy refuses
+/// it, its `error` annotation (see [`error_annotation`]) and its readable `expires-at`. Shared by
+/// `status` and the refresher's state metrics, so both name a secret's state alike.
+pub fn state(
+    outside_policy: bool,
+    error: Option<&str>,
+    expires_at: Option<SystemTime>,
+    now: SystemTime,
+    margin: Duration,
+) -> State {
+    if outside_policy {
+        State::OutsidePolicy
+    } else if error.is_some() {
+        State::Error
+    } else {
+        match expires_at {
+            None => State::NoToken,
+            Some(t) if t <= now => State::Expired,
+            Some(t) if t.duration_since(now).unwrap_or_default() > margin => State::Fresh,
+            Some(_) => State::Due,
+        }
+    }
+}
+
+/// The `error` annotation as it counts: trimmed, and absent when blank.
+pub fn error_annotation(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|e| !e.is_empty())
 }
 
 /// Builds the reasons: what the secret shows, then what to check, the way the README's

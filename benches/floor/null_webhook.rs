@@ -44,8 +44,7 @@ async fn mutate(State(answer): State<Arc<Answer>>, body: Bytes) -> Response {
         return (StatusCode::BAD_REQUEST, "malformed AdmissionReview\n").into_response();
     };
     let uid = review.request.uid;
-    let mut out =
-        String::with_capacity(answer.prefix.len() + uid.len() + answer.suffix.len());
+    let mut out = String::with_capacity(answer.prefix.len() + uid.len() + answer.suffix.len());
     out.push_str(answer.prefix);
     // A uid from the API server is a UUID; escape anything else rather than break the JSON.
     match serde_json::to_string(uid) {
@@ -57,7 +56,8 @@ async fn mutate(State(answer): State<Arc<Answer>>, body: Bytes) -> Response {
 }
 
 fn answer(mode: &str) -> Option<Answer> {
-    let prefix = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":""#;
+    let prefix =
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":""#;
     match mode {
         "allow" => Some(Answer {
             prefix,
