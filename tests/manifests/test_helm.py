@@ -77,6 +77,8 @@ CUSTOM_VALUES = {
     "extraEnv": [{"name": "ECR_TOKEN_WEBHOOK_ECR_BACKOFF", "value": "5s"}],
     "webhook": {"timeoutSeconds": 8, "failurePolicy": "Fail", "excludeNamespaces": ["legacy", "sandbox"]},
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}, "alertLabels": {"team": "platform"}},
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
     "podAnnotations": {"example.com/team": "platform"},
