@@ -17,7 +17,6 @@ import re
 import shutil
 import time
 import urllib.parse
-from pathlib import Path
 from typing import Iterator
 
 import pytest
