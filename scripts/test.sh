@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the Rust tests (unit, end-to-end over TLS, the binary, moto), then
-# the manifest tests (pytest), the release checks (pytest tests/release), then, when
-# ECR_TOKEN_WEBHOOK_KUBE_APISERVER names a kube-apiserver binary, the real-API-server tier (pytest
-# tests/kube). Installs the Python tools they need into .venv first, so it works on a fresh
-# machine with the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust test runner
-# (cargo nextest run, or cargo test).
+# the manifest tests (pytest), the alerting rules' tests (pytest tests/monitoring, promtool), the
+# release checks (pytest tests/release), then, when ECR_TOKEN_WEBHOOK_KUBE_APISERVER names a
+# kube-apiserver binary, the real-API-server tier (pytest tests/kube, with a Prometheus server).
+# Installs the Python tools they need into .venv first, and Debian's prometheus package (promtool
+# and the server) when it is missing and this runs as root, so it works on a fresh machine with
+# the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust test runner (cargo nextest
+# run, or cargo test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,21 @@ if [[ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]]; then
 fi
 export ECR_TOKEN_WEBHOOK_TEST_PYTHON="$PWD/.venv/bin/python"
 
+# promtool (tests/monitoring) and the Prometheus server (tests/kube) come from Debian's prometheus
+# package: neither PyPI nor npm ships them. Without root the tests that need them fail and say
+# how to install it; they never skip.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "--- installing Debian's prometheus package (promtool, prometheus)"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+      || echo "apt-get install prometheus failed: the alert and Prometheus tests will fail" >&2
+  else
+    echo "promtool or prometheus is missing and this is not root: install Debian's prometheus package" \
+      "(sudo apt-get install prometheus); the alert and Prometheus tests fail without it" >&2
+  fi
+fi
+
 status=0
 echo "--- Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -28,6 +45,9 @@ fi
 
 echo "--- manifest tests (pytest tests/manifests)"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/manifests || status=$?
+
+echo "--- alerting rules (pytest tests/monitoring: promtool check and unit tests)"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/monitoring || status=$?
 
 echo "--- release checks (pytest tests/release: actionlint, shellcheck, hadolint, release scripts)"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/release || status=$?

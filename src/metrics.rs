@@ -1,12 +1,14 @@
 //! Prometheus metrics. Labels carry kinds, outcomes and regions: never a token or secret value.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -39,6 +41,39 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+/// A gauge without labels that can be absent: a plain gauge always has a value, and a family
+/// without labels would print `name{}`.
+#[derive(Clone, Debug)]
+struct OptionalGauge {
+    name: &'static str,
+    help: &'static str,
+    value: Arc<Mutex<Option<f64>>>,
+}
+
+impl OptionalGauge {
+    fn set(&self, v: Option<f64>) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+}
+
+impl Collector for OptionalGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let value = *self.value.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = value {
+            let gauge = ConstGauge::new(v);
+            let metric =
+                encoder.encode_descriptor(self.name, self.help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     pub region: String,
     pub role_arn: String,
@@ -60,7 +95,8 @@ pub struct Metrics {
     policy_reloads: Family<OutcomeLabels, Counter>,
     secrets_seen: Gauge,
     secrets_due: Gauge,
-    earliest_expiry: Gauge<f64, AtomicU64>,
+    secrets: Family<StateLabels, Gauge>,
+    earliest_expiry: OptionalGauge,
     last_pass: Gauge<f64, AtomicU64>,
     leader: Gauge,
 }
@@ -157,12 +193,18 @@ impl Default for Metrics {
             "Secrets due for a touch at the last complete pass",
             secrets_due.clone(),
         );
-        let earliest_expiry = Gauge::<f64, AtomicU64>::default();
+        let secrets = Family::<StateLabels, Gauge>::default();
         registry.register(
-            "refresh_earliest_expiry_seconds",
-            "Seconds from the last pass until the earliest expires-at among opted-in secrets",
-            earliest_expiry.clone(),
+            "secrets",
+            "Opted-in secrets by state at the last complete refresher pass (the leader only): fresh, due, expired, no-token, error, outside-policy",
+            secrets.clone(),
         );
+        let earliest_expiry = OptionalGauge {
+            name: "secrets_earliest_expiry_timestamp_seconds",
+            help: "The earliest expires-at among opted-in secrets within the policy at the last complete pass (Unix time; the leader only).",
+            value: Arc::default(),
+        };
+        registry.register_collector(Box::new(earliest_expiry.clone()));
         let last_pass = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "refresh_last_pass_timestamp_seconds",
@@ -182,6 +224,7 @@ impl Default for Metrics {
             policy_reloads,
             secrets_seen,
             secrets_due,
+            secrets,
             earliest_expiry,
             last_pass,
             leader,
@@ -252,17 +295,34 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    /// Records a complete pass: secrets seen and due, the earliest expiry, and when.
-    pub fn pass(&self, seen: usize, due: usize, earliest_expiry: Option<f64>) {
+    /// Records a complete pass: secrets seen (within the policy) and due for a touch, the
+    /// secrets by state (every state given, zeros included, so a query for one finds 0 rather
+    /// than nothing), the earliest expires-at (absent without one), and when.
+    pub fn pass(
+        &self,
+        seen: usize,
+        due: usize,
+        states: &[(&'static str, usize)],
+        earliest_expiry: Option<std::time::SystemTime>,
+    ) {
         self.secrets_seen.set(seen as i64);
         self.secrets_due.set(due as i64);
-        if let Some(e) = earliest_expiry {
-            self.earliest_expiry.set(e);
+        for (state, n) in states {
+            self.secrets
+                .get_or_create(&StateLabels { state })
+                .set(*n as i64);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.last_pass.set(now.as_secs_f64());
+        self.earliest_expiry.set(earliest_expiry.map(unix_seconds));
+        self.last_pass
+            .set(unix_seconds(std::time::SystemTime::now()));
+    }
+
+    /// Drops the state gauges: a replica that no longer leads does not list, and its last
+    /// counts would age while the leader's stay current. The pass counters and the time of the
+    /// last pass stay (alerts take the newest across replicas).
+    pub fn clear_secret_states(&self) {
+        self.secrets.clear();
+        self.earliest_expiry.set(None);
     }
 
     pub fn tls_renewal(&self, outcome: &'static str) {
@@ -272,11 +332,7 @@ impl Metrics {
     }
 
     pub fn set_tls_not_after(&self, t: std::time::SystemTime) {
-        let secs = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        self.tls_not_after.set(secs);
+        self.tls_not_after.set(unix_seconds(t));
     }
 
     pub fn tls_reload(&self, outcome: &'static str) {
@@ -303,6 +359,14 @@ impl Metrics {
     }
 }
 
+/// Unix time in seconds, negative before 1970 (an `expires-at` can say anything).
+fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +382,12 @@ mod tests {
         );
         m.ecr_call("us-east-1", "success", Duration::from_millis(40));
         m.cache_lookup("hit");
+        m.pass(
+            3,
+            1,
+            &[("fresh", 2), ("due", 1), ("expired", 0)],
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        );
         let text = m.render(&[(TokenKey::new("us-east-1", None), 3600.0)]);
         for want in [
             "ecr_token_webhook_admission_requests_total{operation=\"CREATE\",kind=\"dockerconfigjson\",outcome=\"patched\"} 1",
@@ -325,8 +395,23 @@ mod tests {
             "ecr_token_webhook_ecr_requests_total{region=\"us-east-1\",outcome=\"success\"} 1",
             "ecr_token_webhook_token_cache_lookups_total{result=\"hit\"} 1",
             "ecr_token_webhook_token_expiry_seconds{region=\"us-east-1\",role_arn=\"\"} 3600.0",
+            "ecr_token_webhook_secrets{state=\"fresh\"} 2",
+            "ecr_token_webhook_secrets{state=\"expired\"} 0",
+            "ecr_token_webhook_secrets_earliest_expiry_timestamp_seconds 1700000000.0",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+        // A replica that stops leading exports no state gauges, and keeps the rest.
+        m.clear_secret_states();
+        let text = m.render(&[]);
+        assert!(!text.contains("ecr_token_webhook_secrets{"), "{text}");
+        assert!(
+            !text.contains("ecr_token_webhook_secrets_earliest_expiry_timestamp_seconds "),
+            "{text}"
+        );
+        assert!(
+            text.contains("ecr_token_webhook_refresh_secrets_seen 3"),
+            "{text}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! patch of `touched-at`), so the API server sends it through the webhook again. Only metadata
 //! is read and returned (`PartialObjectMetadata`): the refresher never loads a secret's data.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,7 +17,8 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 use crate::policy::SharedPolicy;
 use crate::refresh::{self, Due};
-use crate::secret::INJECT_LABEL;
+use crate::secret::{ERROR_ANNOTATION, EXPIRES_AT_ANNOTATION, INJECT_LABEL};
+use crate::status::{self, State};
 use crate::time::{parse_rfc3339, rfc3339};
 
 #[derive(Clone, Debug)]
@@ -75,16 +76,65 @@ impl Touch {
     }
 }
 
+/// The states the refresher reports (the label selector leaves out `not-opted-in`).
+pub const REPORTED_STATES: [State; 6] = [
+    State::Fresh,
+    State::Due,
+    State::Expired,
+    State::NoToken,
+    State::Error,
+    State::OutsidePolicy,
+];
+
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassStats {
     pub pages: usize,
+    /// Opted-in secrets within the policy.
     pub seen: usize,
+    /// Every opted-in secret listed, by state (as `status` names them) once the pass's touches
+    /// are done: a touched secret counts as the touch returned it, a deleted one not at all.
+    pub states: BTreeMap<State, usize>,
+    /// The earliest `expires-at` among secrets within the policy, after the touches.
+    pub earliest_expiry: Option<SystemTime>,
     pub due: usize,
     pub touched: usize,
     pub took: usize,
     pub failed: usize,
     pub skipped_backoff: usize,
+}
+
+/// A secret due for a touch, as listed.
+struct Listed {
+    namespace: String,
+    name: String,
+    uid: String,
+    due: Due,
+    state: State,
+    expires_at: Option<SystemTime>,
+}
+
+/// A listed secret's state (as `status` names it) and readable `expires-at`, from its annotations.
+fn state_of(
+    annotations: Option<&BTreeMap<String, String>>,
+    outside_policy: bool,
+    now: SystemTime,
+    margin: Duration,
+) -> (State, Option<SystemTime>) {
+    let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    let expires_at = get(EXPIRES_AT_ANNOTATION).and_then(parse_rfc3339);
+    let error = status::error_annotation(get(ERROR_ANNOTATION));
+    (
+        status::state(outside_policy, error, expires_at, now, margin),
+        expires_at,
+    )
+}
+
+fn earliest_of(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 struct Failure {
@@ -170,6 +220,8 @@ impl Refresher {
         let policy = self.cfg.policy.current();
         let mut stats = PassStats::default();
         let mut due_list = Vec::new();
+        // Expiries of the secrets that are not touched; those of the touched ones are added
+        // after their touch.
         let mut earliest: Option<SystemTime> = None;
         let now = SystemTime::now();
         for api in &scopes {
@@ -192,24 +244,33 @@ impl Refresher {
                     else {
                         continue;
                     };
-                    if !policy.may_match_namespace(ns) {
+                    let annotations = meta.annotations.as_ref();
+                    let outside = !policy.may_match_namespace(ns);
+                    let (state, expires_at) = state_of(annotations, outside, now, self.cfg.margin);
+                    if outside {
+                        // Counted, but neither touched nor in the earliest expiry: the webhook
+                        // would not refresh it.
+                        *stats.states.entry(state).or_default() += 1;
                         continue;
                     }
                     stats.seen += 1;
-                    let annotations = meta.annotations.as_ref();
-                    if let Some(t) = annotations
-                        .and_then(|a| a.get(crate::secret::EXPIRES_AT_ANNOTATION))
-                        .and_then(|v| parse_rfc3339(v))
-                    {
-                        earliest = Some(earliest.map_or(t, |e| e.min(t)));
-                    }
                     let uid = meta.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
                     let offset = refresh::spread(&uid, self.cfg.spread_window);
                     let due =
                         refresh::due(annotations, now, self.cfg.margin.saturating_sub(offset));
                     if due.is_due() {
                         stats.due += 1;
-                        due_list.push((ns.to_string(), name.to_string(), uid, due));
+                        due_list.push(Listed {
+                            namespace: ns.to_string(),
+                            name: name.to_string(),
+                            uid,
+                            due,
+                            state,
+                            expires_at,
+                        });
+                    } else {
+                        *stats.states.entry(state).or_default() += 1;
+                        earliest = earliest_of(earliest, expires_at);
                     }
                 }
                 continue_token = page.metadata.continue_.filter(|c| !c.is_empty());
@@ -220,59 +281,100 @@ impl Refresher {
         }
 
         let mut pacer = Pacer::new(self.cfg.touch_qps);
-        for (ns, name, uid, due) in due_list {
-            if !self.may_touch() {
-                tracing::info!("stopping the pass: no longer leading, or shutting down");
-                break;
-            }
-            if let Some(f) = self.failures.get(&uid)
+        let mut stopped = false;
+        for listed in due_list {
+            let Listed {
+                namespace: ns,
+                name,
+                uid,
+                due,
+                state,
+                expires_at,
+            } = listed;
+            // Until a touch says otherwise, the secret is as listed.
+            let mut after = (Some(state), expires_at);
+            if stopped || !self.may_touch() {
+                if !stopped {
+                    tracing::info!("stopping the pass: no longer leading, or shutting down");
+                }
+                stopped = true;
+            } else if let Some(f) = self.failures.get(&uid)
                 && f.retry_at > Instant::now()
             {
                 stats.skipped_backoff += 1;
-                continue;
+            } else {
+                pacer.wait().await;
+                let failures_before = self.failures.get(&uid).map_or(0, |f| f.count);
+                let report = refresh::should_report(failures_before + 1);
+                let (outcome, returned) = self.touch(&ns, &name, &due, report).await;
+                if let Some(a) = returned {
+                    // The secret as the touch left it (the webhook's answer included).
+                    let (state, expires_at) =
+                        state_of(Some(&a), false, SystemTime::now(), self.cfg.margin);
+                    after = (Some(state), expires_at);
+                } else if outcome == Touch::Gone {
+                    after = (None, None);
+                }
+                self.record(&mut stats, uid, outcome);
             }
-            pacer.wait().await;
-            let failures_before = self.failures.get(&uid).map_or(0, |f| f.count);
-            let report = refresh::should_report(failures_before + 1);
-            let outcome = self.touch(&ns, &name, &due, report).await;
-            stats.touched += 1;
-            self.metrics.touch(outcome.label());
-            match outcome {
-                Touch::Took | Touch::Gone => {
-                    if outcome == Touch::Took {
-                        stats.took += 1;
-                    }
-                    self.failures.remove(&uid);
-                }
-                // Changed underneath: the next pass sees the new version.
-                Touch::Conflict => {}
-                Touch::DidNotTake | Touch::Forbidden | Touch::Error => {
-                    stats.failed += 1;
-                    let f = self.failures.entry(uid).or_insert(Failure {
-                        count: 0,
-                        retry_at: Instant::now(),
-                    });
-                    f.count += 1;
-                    f.retry_at = Instant::now()
-                        + refresh::retry_after(
-                            f.count,
-                            self.cfg.retry_base,
-                            self.cfg.retry_max,
-                            jitter_fraction(),
-                        );
-                }
+            if let (Some(state), expires_at) = after {
+                *stats.states.entry(state).or_default() += 1;
+                earliest = earliest_of(earliest, expires_at);
             }
         }
-        let earliest = earliest.map(|t| match t.duration_since(SystemTime::now()) {
-            Ok(d) => d.as_secs_f64(),
-            Err(e) => -e.duration().as_secs_f64(),
-        });
-        self.metrics.pass(stats.seen, stats.due, earliest);
+        stats.earliest_expiry = earliest;
+        // A replica that lost the lease during the pass does not publish the states: the new
+        // leader does.
+        if self.may_touch() {
+            let states: Vec<(&'static str, usize)> = REPORTED_STATES
+                .iter()
+                .map(|s| (s.label(), stats.states.get(s).copied().unwrap_or(0)))
+                .collect();
+            self.metrics.pass(stats.seen, stats.due, &states, earliest);
+        }
         Ok(stats)
     }
 
+    /// Books a touch's outcome: counts, the metric, and the secret's back-off.
+    fn record(&mut self, stats: &mut PassStats, uid: String, outcome: Touch) {
+        stats.touched += 1;
+        self.metrics.touch(outcome.label());
+        match outcome {
+            Touch::Took | Touch::Gone => {
+                if outcome == Touch::Took {
+                    stats.took += 1;
+                }
+                self.failures.remove(&uid);
+            }
+            // Changed underneath: the next pass sees the new version.
+            Touch::Conflict => {}
+            Touch::DidNotTake | Touch::Forbidden | Touch::Error => {
+                stats.failed += 1;
+                let f = self.failures.entry(uid).or_insert(Failure {
+                    count: 0,
+                    retry_at: Instant::now(),
+                });
+                f.count += 1;
+                f.retry_at = Instant::now()
+                    + refresh::retry_after(
+                        f.count,
+                        self.cfg.retry_base,
+                        self.cfg.retry_max,
+                        jitter_fraction(),
+                    );
+            }
+        }
+    }
+
     /// Touches one secret; `report` says whether a touch that does not take gets an Event.
-    async fn touch(&self, ns: &str, name: &str, due: &Due, report: bool) -> Touch {
+    /// With the outcome come the annotations of the object the API server returned, if it did.
+    async fn touch(
+        &self,
+        ns: &str,
+        name: &str,
+        due: &Due,
+        report: bool,
+    ) -> (Touch, Option<BTreeMap<String, String>>) {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let now = SystemTime::now();
         let patch = Patch::Merge(refresh::touch_patch(now));
@@ -281,7 +383,11 @@ impl Refresher {
             .await
         {
             Ok(PartialObjectMeta { metadata, .. }) => {
-                if refresh::touch_took(metadata.annotations.as_ref(), now, self.cfg.margin) {
+                let outcome = if refresh::touch_took(
+                    metadata.annotations.as_ref(),
+                    now,
+                    self.cfg.margin,
+                ) {
                     tracing::debug!(
                         namespace = ns,
                         secret = name,
@@ -296,17 +402,18 @@ impl Refresher {
                         self.event(ns, name, &metadata, &why).await;
                     }
                     Touch::DidNotTake
-                }
+                };
+                (outcome, Some(metadata.annotations.unwrap_or_default()))
             }
-            Err(Error::Api(s)) if s.code == 404 => Touch::Gone,
-            Err(Error::Api(s)) if s.code == 409 => Touch::Conflict,
+            Err(Error::Api(s)) if s.code == 404 => (Touch::Gone, None),
+            Err(Error::Api(s)) if s.code == 409 => (Touch::Conflict, None),
             Err(Error::Api(s)) if s.code == 403 => {
                 tracing::warn!(namespace = ns, secret = name, reason = %s.message, "touch forbidden: check the ClusterRole grants patch on secrets");
-                Touch::Forbidden
+                (Touch::Forbidden, None)
             }
             Err(e) => {
                 tracing::warn!(namespace = ns, secret = name, error = %e, "touch failed");
-                Touch::Error
+                (Touch::Error, None)
             }
         }
     }
@@ -386,6 +493,9 @@ impl Refresher {
                         tracing::warn!(error = %e, "refresh pass failed: cannot list secrets; the webhook keeps serving")
                     }
                 }
+            } else {
+                // Only the leader reports the secrets' states (see Metrics::clear_secret_states).
+                self.metrics.clear_secret_states();
             }
             let mut sleep = self.cfg.interval;
             if let Some(r) = self.next_retry() {

@@ -157,15 +157,6 @@ pub struct Known {
     pub policy: Option<Policy>,
 }
 
-impl Known {
-    fn any(&self) -> bool {
-        self.namespaces.is_some()
-            || self.registries.is_some()
-            || self.role_arns.is_some()
-            || self.policy.is_some()
-    }
-}
-
 /// Everything classification depends on besides the secret.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -205,11 +196,7 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
     let plan = secret::plan(&view);
     let expires_at = Stamp::read(view.annotation(EXPIRES_AT_ANNOTATION));
     let touched_at = Stamp::read(view.annotation(TOUCHED_AT_ANNOTATION));
-    let error = view
-        .annotation(ERROR_ANNOTATION)
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_string);
+    let error = error_annotation(view.annotation(ERROR_ANNOTATION)).map(str::to_string);
     let mut row = Row {
         kind: view.kind().ok(),
         registries: plan
@@ -231,28 +218,26 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
     };
     let (state, reasons) = if !view.opted_in() {
         (State::NotOptedIn, ex.not_opted_in(plan.as_ref().err()))
-    } else if let Some(refusals) = ex.policy_refusals(plan.as_ref().ok()) {
-        (State::OutsidePolicy, refusals)
-    } else if let Some(error) = row.error.as_ref().filter(|e| e.starts_with(POLICY_REFUSAL))
-        && !cx.known.any()
-    {
-        // The webhook's own refusal names the rule; status was not told the policy to check.
-        (State::OutsidePolicy, ex.refused_by_webhook(error))
-    } else if let Some(error) = &row.error {
-        (State::Error, ex.error(error, plan.as_ref().err()))
     } else {
-        match row.expires_at.at() {
-            None => (State::NoToken, ex.no_token(plan.as_ref().err())),
-            Some(t) if t <= cx.now => (State::Expired, ex.expired(t)),
-            Some(t) => {
-                let left = t.duration_since(cx.now).unwrap_or_default();
-                if left > cx.margin {
-                    (State::Fresh, Vec::new())
-                } else {
-                    (State::Due, ex.due(t, left))
-                }
-            }
-        }
+        let refusals = ex.policy_refusals(plan.as_ref().ok());
+        let state = state(
+            refusals.is_some(),
+            row.error.as_deref(),
+            row.expires_at.at(),
+            cx.now,
+            cx.margin,
+        );
+        let reasons = match (state, refusals, &row.error, row.expires_at.at()) {
+            (State::OutsidePolicy, Some(refusals), _, _) => refusals,
+            // The webhook's own refusal names the rule; status was not told the policy to check.
+            (State::OutsidePolicy, None, Some(error), _) => ex.refused_by_webhook(error),
+            (State::Error, _, Some(error), _) => ex.error(error, plan.as_ref().err()),
+            (State::Expired, _, _, Some(t)) => ex.expired(t),
+            (State::Due, _, _, Some(t)) => ex.due(t, t.duration_since(cx.now).unwrap_or_default()),
+            (State::NoToken, ..) => ex.no_token(plan.as_ref().err()),
+            _ => Vec::new(),
+        };
+        (state, reasons)
     };
     row.state = state;
     row.reasons = reasons;
@@ -270,6 +255,37 @@ fn consequence(r: &Refusal) -> &'static str {
         }
         _ => "the webhook writes no token (only the error annotation)",
     }
+}
+
+/// The state of an opted-in secret from what every reader of it has: whether the policy refuses
+/// it, its `error` annotation (see [`error_annotation`]; a policy refusal written there counts
+/// as outside the policy) and its readable `expires-at`. Shared by
+/// `status` and the refresher's state metrics, so both name a secret's state alike.
+pub fn state(
+    outside_policy: bool,
+    error: Option<&str>,
+    expires_at: Option<SystemTime>,
+    now: SystemTime,
+    margin: Duration,
+) -> State {
+    // The webhook writes its policy refusals into the error annotation too.
+    if outside_policy || error.is_some_and(|e| e.starts_with(POLICY_REFUSAL)) {
+        State::OutsidePolicy
+    } else if error.is_some() {
+        State::Error
+    } else {
+        match expires_at {
+            None => State::NoToken,
+            Some(t) if t <= now => State::Expired,
+            Some(t) if t.duration_since(now).unwrap_or_default() > margin => State::Fresh,
+            Some(_) => State::Due,
+        }
+    }
+}
+
+/// The `error` annotation as it counts: trimmed, and absent when blank.
+pub fn error_annotation(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|e| !e.is_empty())
 }
 
 /// Builds the reasons: what the secret shows, then what to check, the way the README's

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +14,7 @@ use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::metrics::Metrics;
 use ecr_token_webhook::policy::Policy;
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
+use ecr_token_webhook::status::State;
 use ecr_token_webhook::time::{parse_rfc3339, rfc3339};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -133,6 +135,8 @@ async fn due_secrets_are_touched_and_others_left_alone() {
         (5, 4, 4, 0),
         "{stats:?}"
     );
+    // Counted as the touches left them.
+    assert_eq!(stats.states, BTreeMap::from([(State::Fresh, 5)]));
     let horizon = SystemTime::now() + MARGIN;
     for (ns, name) in [
         ("argocd", "expiring"),
@@ -166,10 +170,108 @@ async fn due_secrets_are_touched_and_others_left_alone() {
         "ecr_token_webhook_refresh_secrets_seen 5",
         "ecr_token_webhook_refresh_secrets_due 0",
         "ecr_token_webhook_refresh_last_pass_timestamp_seconds",
-        "ecr_token_webhook_refresh_earliest_expiry_seconds",
+        "ecr_token_webhook_secrets{state=\"fresh\"} 5",
+        "ecr_token_webhook_secrets{state=\"expired\"} 0",
+        "ecr_token_webhook_secrets_earliest_expiry_timestamp_seconds",
     ] {
         assert!(m.contains(want), "missing {want}\n{m}");
     }
+}
+
+/// The state gauges: every opted-in secret by the state `status` would give it, after the
+/// pass's touches, and the earliest expiry among those within the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_counted_by_state() {
+    let s = setup().await;
+    let hours = |h: u64| Some(Duration::from_secs(h * 3600));
+    s.kube.seed(argo("fresh", "argocd", hours(11), true));
+    s.kube.seed(argo("expiring", "argocd", hours(1), true));
+    s.kube.seed(argo("never-injected", "apps", None, true));
+    let expired_at = SystemTime::now() - Duration::from_secs(60);
+    let mut expired = argo("expired", "apps", None, true);
+    expired["metadata"]["annotations"]["ecr-token-webhook/expires-at"] = json!(rfc3339(expired_at));
+    s.kube.seed(expired);
+    // A valid token and an error from a later write: error, and not due.
+    let mut error = argo("error", "apps", hours(11), true);
+    error["metadata"]["annotations"]["ecr-token-webhook/error"] = json!("no ECR token: denied");
+    s.kube.seed(error);
+    // Outside the policy: counted, not touched, and not the earliest expiry.
+    let mut outside = argo("outside", "kube-system", None, true);
+    outside["metadata"]["annotations"]["ecr-token-webhook/expires-at"] =
+        json!(rfc3339(SystemTime::now() - Duration::from_secs(7200)));
+    s.kube.seed(outside);
+    s.kube.seed(argo("not-opted-in", "apps", None, false));
+    let mut cfg = config();
+    cfg.policy = Policy::from_flags(
+        vec![
+            ecr_token_webhook::policy::Pattern::new("argocd"),
+            ecr_token_webhook::policy::Pattern::new("apps"),
+        ],
+        vec![ecr_token_webhook::policy::RegistryPattern::any()],
+        vec![],
+    )
+    .into();
+
+    // The webhook is unreachable: the touches do not take and the secrets stay as they were.
+    s.kube.set_webhook(Some("https://127.0.0.1:9".into()));
+    let mut r = s.refresher(cfg);
+    let stats = r.pass().await.unwrap();
+    assert_eq!((stats.due, stats.failed), (3, 3), "{stats:?}");
+    let want = BTreeMap::from([
+        (State::Fresh, 1),
+        (State::Due, 1),
+        (State::Expired, 1),
+        (State::NoToken, 1),
+        (State::Error, 1),
+        (State::OutsidePolicy, 1),
+    ]);
+    assert_eq!(stats.states, want);
+    let earliest = stats.earliest_expiry.expect("an earliest expiry");
+    assert_eq!(rfc3339(earliest), rfc3339(expired_at));
+    let m = s.metrics.render(&[]);
+    for state in [
+        "fresh",
+        "due",
+        "expired",
+        "no-token",
+        "error",
+        "outside-policy",
+    ] {
+        let want = format!("ecr_token_webhook_secrets{{state=\"{state}\"}} 1\n");
+        assert!(m.contains(&want), "missing {want}\n{m}");
+    }
+    let unix = earliest
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        m.contains(&format!(
+            "ecr_token_webhook_secrets_earliest_expiry_timestamp_seconds {unix}.0\n"
+        )),
+        "{m}"
+    );
+
+    // The webhook is back: after their back-offs (each its own) the three get tokens and count
+    // as fresh; the error stays until something writes the secret again.
+    s.kube.set_webhook(Some(s.h.base.clone()));
+    let want = BTreeMap::from([
+        (State::Fresh, 4),
+        (State::Error, 1),
+        (State::OutsidePolicy, 1),
+    ]);
+    until("the retries take", Duration::from_secs(5), async || {
+        r.pass().await.unwrap().states == want
+    })
+    .await;
+    let m = s.metrics.render(&[]);
+    assert!(
+        m.contains("ecr_token_webhook_secrets{state=\"expired\"} 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ecr_token_webhook_secrets{state=\"fresh\"} 4\n"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,11 +473,36 @@ async fn the_run_loop_touches_only_while_leading() {
     let task = tokio::spawn(s.refresher(config()).run(lead_rx, stop_rx));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(s.kube.patches().is_empty(), "a follower does not touch");
+    let m = s.metrics.render(&[]);
+    assert!(!m.contains("ecr_token_webhook_secrets{"), "{m}");
     lead_tx.send(true).unwrap();
     until("leader touched", Duration::from_secs(5), async || {
         s.expires("argocd", "repo").is_some()
     })
     .await;
+    until(
+        "the leader reports states",
+        Duration::from_secs(5),
+        async || {
+            s.metrics
+                .render(&[])
+                .contains("ecr_token_webhook_secrets{state=\"fresh\"} 1")
+        },
+    )
+    .await;
+    // Leadership lost: the states go (the new leader reports them), the last pass stays.
+    lead_tx.send(false).unwrap();
+    until(
+        "the states are dropped",
+        Duration::from_secs(5),
+        async || !s.metrics.render(&[]).contains("ecr_token_webhook_secrets{"),
+    )
+    .await;
+    assert!(
+        s.metrics
+            .render(&[])
+            .contains("ecr_token_webhook_refresh_last_pass_timestamp_seconds")
+    );
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await

@@ -1,7 +1,8 @@
 """Every object the project ships, as a real API server takes it: a server-side dry-run
 (`kubectl apply --server-side --dry-run=server --validate=strict`) of the kustomize base, of every overlay
-under deploy/overlays/ (found, not listed, so a new overlay is covered) and of the Helm chart with
-default values, with tls.mode=selfManaged and with test_helm's non-default values. Server-side apply with strict field validation
+under deploy/overlays/ (found, not listed, so a new overlay is covered), of the base with the
+alerts and dashboard components, and of the Helm chart with default values, with
+tls.mode=selfManaged and with test_helm's non-default values (monitoring objects on). Server-side apply with strict field validation
 refuses unknown fields; admission, defaulting and cert-manager's CRD schemas (tests/kube/crds) run
 as they would on a cluster. Namespaces are created for real first: a dry-run create cannot land
 in a namespace that does not exist.
@@ -11,6 +12,9 @@ client side and stops at the first error, before the server has seen anything.""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -23,13 +27,35 @@ from test_helm import CUSTOM_NAMESPACE, CUSTOM_RELEASE, CUSTOM_VALUES, SELF_MANA
 
 OVERLAYS_DIR = KUSTOMIZE_BASE.parent / "overlays"
 OVERLAYS = sorted(p.parent.name for p in OVERLAYS_DIR.glob("*/kustomization.yaml"))
+# Components that add objects to any install (the guard has its own tests in test_guard.py).
+MONITORING_COMPONENTS = [KUSTOMIZE_BASE.parent / "components" / c for c in ("alerts", "dashboard")]
+
+
+def base_with_monitoring() -> list[dict]:
+    """deploy/base with the alerts and dashboard components, as a user's overlay lists them."""
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        (work / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [os.path.relpath(KUSTOMIZE_BASE, work)],
+                    "components": [os.path.relpath(c, work) for c in MONITORING_COMPONENTS],
+                }
+            )
+        )
+        return kustomize(work)
+
 
 RENDERINGS: dict[str, Callable[[], list[dict]]] = {
     "kustomize-base": lambda: kustomize(KUSTOMIZE_BASE),
+    "kustomize-base-with-monitoring": base_with_monitoring,
     **{f"overlay-{name}": (lambda name=name: kustomize(OVERLAYS_DIR / name)) for name in OVERLAYS},
     "helm-defaults": lambda: render(),
     "helm-tls-selfManaged": lambda: render(SELF_MANAGED),
-    # test_helm's release that changes every value a user is likely to touch (ServiceMonitor on).
+    # test_helm's release that changes every value a user is likely to touch (ServiceMonitor,
+    # PrometheusRule and dashboard on).
     "helm-custom-values": lambda: render(CUSTOM_VALUES, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE),
 }
 

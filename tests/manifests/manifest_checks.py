@@ -39,6 +39,7 @@ CRD_KINDS_WITHOUT_KUBERNETES_SCHEMA = frozenset(
         ("cert-manager.io/v1", "ClusterIssuer"),
         ("cert-manager.io/v1", "Certificate"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
     }
 )
 

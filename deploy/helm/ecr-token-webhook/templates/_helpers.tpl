@@ -79,3 +79,15 @@ app.kubernetes.io/part-of: ecr-token-webhook
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 {{- end }}
+
+{{/* An alert's labels: its severity, then prometheusRule.alertLabels (which may override it). */}}
+{{- define "ecr-token-webhook.alertLabels" -}}
+{{- toYaml (merge (dict) (.extra | default dict) (dict "severity" .severity)) }}
+{{- end }}
+
+{{/* Whole seconds as 1h30m, 10m, 45s. */}}
+{{- define "ecr-token-webhook.humanSeconds" -}}
+{{- $s := int . }}
+{{- $h := div $s 3600 }}{{ $m := div (mod $s 3600) 60 }}{{ $sec := mod $s 60 }}
+{{- if $h }}{{ $h }}h{{ end }}{{ if $m }}{{ $m }}m{{ end }}{{ if or $sec (eq $s 0) }}{{ $sec }}s{{ end }}
+{{- end }}
