@@ -10,13 +10,15 @@
 # targets: the machine is shared and noisy, so compare within one run.
 #
 # Usage: bash scripts/bench.sh [DURATION] [ROUNDS]   (defaults: 10s 2)
+#        ECR_TOKEN_WEBHOOK_BENCH_BIN=path/to/ecr-token-webhook bash scripts/bench.sh ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
 rounds=${2:-2}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet --bin ecr-token-webhook --example null-webhook
-bin=target/release/ecr-token-webhook
+# Another build of ours (an allocator, a profile) can be measured against the same floor.
+bin=${ECR_TOKEN_WEBHOOK_BENCH_BIN:-target/release/ecr-token-webhook}
 null=target/release/examples/null-webhook
 fixture=tests/fixtures/argocd-repository-update-touch.json
 work=$(mktemp -d)

@@ -22,6 +22,10 @@ use ecr_token_webhook::token::{CacheConfig, TokenCache};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // kube and the AWS SDK could each bring a crypto provider; pick one before any TLS is set up.
     if rustls::crypto::aws_lc_rs::default_provider()
