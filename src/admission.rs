@@ -85,6 +85,8 @@ const WARNING_PREFIX: &str = "ecr-token-webhook: ";
 enum Outcome {
     Patched,
     PatchedStale,
+    /// Some registries written, others failed.
+    Partial,
     Skipped,
     Ignored,
     Policy,
@@ -98,6 +100,7 @@ impl Outcome {
         match self {
             Outcome::Patched => "patched",
             Outcome::PatchedStale => "patched_stale",
+            Outcome::Partial => "partial",
             Outcome::Skipped => "skipped",
             Outcome::Ignored => "ignored",
             Outcome::Policy => "policy",
@@ -348,33 +351,59 @@ impl Webhook {
         }
 
         let remaining = budget.saturating_sub(started.elapsed());
-        let served = match self.fetch_all(plan.token_keys(), remaining).await {
-            Ok(served) => served,
-            Err(e) => {
-                let reason = format!("no ECR token: {e}");
-                return match self.failure_mode {
-                    FailureMode::Open => (
-                        with_error(answer, &view, &reason),
-                        kind,
-                        Outcome::FailedOpen,
-                    ),
-                    FailureMode::Closed => (answer.deny(reason), kind, Outcome::Denied),
-                };
+        let fetched = self.fetch_all(plan.token_keys(), remaining).await;
+        let mut failed: Vec<(&TokenKey, &TokenError)> = Vec::new();
+        for (key, r) in &fetched {
+            if let Err(e) = r {
+                failed.push((key, e));
             }
+        }
+        if failed.len() == fetched.len() {
+            // No token at all: as ever, the error annotation only (open) or a denial (closed).
+            let e = failed
+                .first()
+                .map(|(_, e)| e.to_string())
+                .unwrap_or_default();
+            let reason = format!("no ECR token: {e}");
+            return match self.failure_mode {
+                FailureMode::Open => (
+                    with_error(answer, &view, &reason),
+                    kind,
+                    Outcome::FailedOpen,
+                ),
+                FailureMode::Closed => (answer.deny(reason), kind, Outcome::Denied),
+            };
+        }
+        // Some registries got no token (only pull secrets name several regions): the others
+        // are written whatever the failure mode, since denying would keep the good tokens out
+        // too; the failed registries keep their entries and are named in `error`.
+        let partial = (!failed.is_empty()).then(|| partial_reason(&plan, &failed));
+        let served: Vec<(&TokenKey, &Served)> = fetched
+            .iter()
+            .filter_map(|(k, r)| Some((k, r.as_ref().ok()?)))
+            .collect();
+        let mut outcome = if partial.is_some() {
+            Outcome::Partial
+        } else {
+            Outcome::Patched
         };
-        let mut outcome = Outcome::Patched;
         for (key, s) in &served {
             if let Some(why) = &s.stale_because {
-                outcome = Outcome::PatchedStale;
+                if outcome == Outcome::Patched {
+                    outcome = Outcome::PatchedStale;
+                }
                 answer.warn(format!(
                     "{why}; wrote the cached token for {key}, valid until {}",
                     rfc3339(s.token.expires_at)
                 ));
             }
         }
+        if let Some(reason) = &partial {
+            answer.warn(reason);
+        }
         let shape = secret::single_token_shape(&view, &plan);
         let reusable = match (shape, served.as_slice()) {
-            (Some(shape), [(key, s)]) => Some((key, shape, &s.token)),
+            (Some(shape), [(key, s)]) => Some((*key, shape, &s.token)),
             _ => None,
         };
         if let Some((key, shape, token)) = reusable
@@ -383,9 +412,11 @@ impl Webhook {
             answer.patch = Some(patch);
             return (answer, kind, outcome);
         }
-        let tokens: BTreeMap<TokenKey, &Token> =
-            served.iter().map(|(k, s)| (k.clone(), &*s.token)).collect();
-        match secret::inject(&view, &plan, &tokens) {
+        let tokens: BTreeMap<TokenKey, &Token> = served
+            .iter()
+            .map(|(k, s)| ((*k).clone(), &*s.token))
+            .collect();
+        match secret::inject_partial(&view, &plan, &tokens, partial.as_deref()) {
             Ok(patch) => {
                 let answer = answer.with_patch(&patch);
                 if let (Some((key, shape, token)), Some(encoded)) = (reusable, &answer.patch) {
@@ -440,23 +471,24 @@ impl Webhook {
         )
     }
 
-    /// Every key's token, in order: cache hits straight away, misses fetched concurrently as
-    /// tasks, so one that outlives this request's deadline still fills the cache for the next.
+    /// Every key's token or why it could not be had, in order: cache hits straight away,
+    /// misses fetched concurrently as tasks, so one that outlives this request's deadline still
+    /// fills the cache for the next.
     async fn fetch_all(
         &self,
         keys: Vec<TokenKey>,
         budget: Duration,
-    ) -> Result<Vec<(TokenKey, Served)>, TokenError> {
+    ) -> Vec<(TokenKey, Result<Served, TokenError>)> {
         let mut found: Vec<(TokenKey, Option<Served>)> = Vec::with_capacity(keys.len());
         for key in keys {
             let hit = self.tokens.cached(&key).await;
             found.push((key, hit));
         }
         if found.iter().all(|(_, s)| s.is_some()) {
-            return Ok(found
+            return found
                 .into_iter()
-                .filter_map(|(k, s)| Some((k, s?)))
-                .collect());
+                .filter_map(|(k, s)| Some((k, Ok(s?))))
+                .collect();
         }
         let deadline = tokio::time::Instant::now() + budget;
         let tasks: Vec<_> = found
@@ -477,29 +509,46 @@ impl Webhook {
         for (key, hit, task) in tasks {
             let Some(task) = task else {
                 if let Some(served) = hit {
-                    out.push((key, served));
+                    out.push((key, Ok(served)));
                 }
                 continue;
             };
-            match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok(Ok(served))) => out.push((key, served)),
-                Ok(Ok(Err(e))) => return Err(e),
-                Ok(Err(join)) => {
-                    return Err(TokenError::Malformed {
-                        region: key.place().to_string(),
-                        message: format!("token task failed: {join}"),
-                    });
-                }
-                Err(_) => {
-                    return Err(TokenError::Timeout {
-                        key: key.to_string(),
-                        after: budget,
-                    });
-                }
-            }
+            let got = match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(got)) => got,
+                Ok(Err(join)) => Err(TokenError::Malformed {
+                    region: key.place().to_string(),
+                    message: format!("token task failed: {join}"),
+                }),
+                Err(_) => Err(TokenError::Timeout {
+                    key: key.to_string(),
+                    after: budget,
+                }),
+            };
+            out.push((key, got));
         }
-        Ok(out)
+        out
     }
+}
+
+/// The `error` annotation and warning for a partial write: each failed registry with why.
+fn partial_reason(plan: &secret::Plan, failed: &[(&TokenKey, &TokenError)]) -> String {
+    let mut reason = String::from("no ECR token for ");
+    for (i, (key, e)) in failed.iter().enumerate() {
+        if i > 0 {
+            reason.push_str("; ");
+        }
+        let hosts: Vec<&str> = plan
+            .registries
+            .iter()
+            .filter(|r| plan.key_for(r) == **key)
+            .map(|r| r.host.as_str())
+            .collect();
+        reason.push_str(&hosts.join(", "));
+        reason.push_str(": ");
+        reason.push_str(&e.to_string());
+    }
+    reason.push_str("; wrote the other registries");
+    crate::text::truncate(&reason, 512)
 }
 
 /// A JSON patch serialized and base64-encoded, as an AdmissionResponse carries it.
