@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
+use crate::refresh;
+use crate::refresher::{SecretRef, secret_event};
 use crate::secret::{self, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
@@ -48,6 +51,96 @@ pub struct Webhook {
     failure_mode: FailureMode,
     metrics: Arc<Metrics>,
     memo: PatchMemo,
+    /// Warning Events on secrets that get no token; None without a Kubernetes client.
+    events: Option<Arc<EventSink>>,
+}
+
+/// Warning Events on secrets the webhook fails open on or refuses by policy, rate-limited per
+/// secret as the refresher's are ([`refresh::should_report`]): the 1st, 2nd, 4th, 8th... failed
+/// write in a row. Sent off the request path; a success forgets the secret's count.
+pub struct EventSink {
+    client: kube::Client,
+    /// Consecutive failed writes by namespace, then name (nested so a lookup borrows).
+    failures: Mutex<HashMap<String, HashMap<String, u32>>>,
+    forbidden_logged: AtomicBool,
+}
+
+/// Secrets tracked at most; past it the counts start over (the first failure reports again).
+const MAX_TRACKED: usize = 10_000;
+
+impl EventSink {
+    pub fn new(client: kube::Client) -> Arc<Self> {
+        Arc::new(EventSink {
+            client,
+            failures: Mutex::new(HashMap::new()),
+            forbidden_logged: AtomicBool::new(false),
+        })
+    }
+
+    /// Counts a failed write and says whether it is reported.
+    fn failed(&self, namespace: &str, name: &str) -> bool {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if f.values().map(HashMap::len).sum::<usize>() >= MAX_TRACKED {
+            f.clear();
+        }
+        let count = f
+            .entry(namespace.to_string())
+            .or_default()
+            .entry(name.to_string())
+            .or_insert(0);
+        *count = count.saturating_add(1);
+        refresh::should_report(*count)
+    }
+
+    /// A token was written: the next failure is the first again.
+    fn succeeded(&self, namespace: &str, name: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_empty() {
+            return;
+        }
+        if let Some(names) = f.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                f.remove(namespace);
+            }
+        }
+    }
+
+    fn send(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+        reason: &'static str,
+        message: String,
+    ) {
+        let sink = self.clone();
+        let (namespace, name, uid) = (
+            namespace.to_string(),
+            name.to_string(),
+            uid.map(str::to_string),
+        );
+        tokio::spawn(async move {
+            let secret = SecretRef {
+                namespace: &namespace,
+                name: &name,
+                uid: uid.as_deref(),
+                resource_version: None,
+            };
+            match secret_event(&sink.client, &secret, reason, message).await {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    if !sink.forbidden_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(namespace, secret = name, reason = %s.message,
+                            "cannot record Events: forbidden; grant create on events (logged once)");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(namespace, secret = name, error = %e, "could not record an Event")
+                }
+            }
+        });
+    }
 }
 
 /// Encoded patches for the single-token kinds, per token key and secret shape
@@ -148,6 +241,9 @@ struct RequestIn<'a> {
     operation: Cow<'a, str>,
     #[serde(default)]
     object: Option<SecretObject>,
+    /// A dry run is never persisted: it gets its answer but no Event.
+    #[serde(default, rename = "dryRun")]
+    dry_run: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -237,7 +333,14 @@ impl Webhook {
             failure_mode,
             metrics,
             memo: PatchMemo::default(),
+            events: None,
         }
+    }
+
+    /// Records Warning Events on secrets it fails open on or refuses by policy.
+    pub fn with_events(mut self, events: Arc<EventSink>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Where namespace labels come from, for rules with a `namespaceSelector`.
@@ -269,6 +372,11 @@ impl Webhook {
         let took = started.elapsed();
         self.metrics
             .admission(operation_name(&req.operation), kind, outcome.label(), took);
+        if let Some(events) = &self.events
+            && req.dry_run != Some(true)
+        {
+            self.report(events, &req, namespace, outcome, &answer);
+        }
         let took_ms = took.as_millis() as u64;
         match outcome {
             Outcome::Patched | Outcome::Skipped | Outcome::Ignored => {
@@ -430,6 +538,38 @@ impl Webhook {
                 Outcome::Invalid,
             ),
         }
+    }
+
+    /// An Event for a write that got no token (fail-open, a partial outcome) or was refused by
+    /// policy, rate-limited per secret; a written token resets the count.
+    fn report(
+        &self,
+        events: &Arc<EventSink>,
+        req: &RequestIn<'_>,
+        namespace: &str,
+        outcome: Outcome,
+        answer: &Answer,
+    ) {
+        let reason = match outcome {
+            Outcome::FailedOpen | Outcome::Partial => "TokenNotWritten",
+            Outcome::Policy => "RefusedByPolicy",
+            Outcome::Patched | Outcome::PatchedStale => {
+                events.succeeded(namespace, &req.name);
+                return;
+            }
+            _ => return,
+        };
+        if req.name.is_empty() || !events.failed(namespace, &req.name) {
+            return;
+        }
+        // The reason is the answer's last warning (stale-token warnings come before it).
+        let message = answer
+            .warnings
+            .last()
+            .map(|w| w.strip_prefix(WARNING_PREFIX).unwrap_or(w).to_string())
+            .unwrap_or_default();
+        let uid = req.object.as_ref().and_then(|o| o.metadata.uid.as_deref());
+        events.send(namespace, &req.name, uid, reason, message);
     }
 
     /// The namespace's labels if a rule that could match it selects by label (cached by the

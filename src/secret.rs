@@ -128,6 +128,9 @@ pub struct SecretObject {
 pub struct SecretMeta {
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Absent on CREATE: the API server assigns it after admission.
+    #[serde(default)]
+    pub uid: Option<String>,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default)]

@@ -507,6 +507,8 @@ pub struct Options {
     pub endpoint: Option<String>,
     /// Namespace labels for the policy's namespace selectors.
     pub namespace_labels: Option<Arc<dyn ecr_token_webhook::namespaces::NamespaceLabels>>,
+    /// A Kubernetes client for the webhook's Events (none without).
+    pub events: Option<kube::Client>,
 }
 
 impl Default for Options {
@@ -519,6 +521,7 @@ impl Default for Options {
             policy: Policy::default(),
             endpoint: None,
             namespace_labels: None,
+            events: None,
         }
     }
 }
@@ -587,6 +590,9 @@ impl Harness {
         );
         if let Some(labels) = opts.namespace_labels {
             webhook = webhook.with_namespace_labels(labels);
+        }
+        if let Some(client) = opts.events {
+            webhook = webhook.with_events(ecr_token_webhook::admission::EventSink::new(client));
         }
         let webhook = Arc::new(webhook);
         let listen = Listen {
