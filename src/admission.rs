@@ -486,16 +486,18 @@ impl Webhook {
         // are written whatever the failure mode, since denying would keep the good tokens out
         // too; the failed registries keep their entries and are named in `error`.
         let partial = (!failed.is_empty()).then(|| partial_reason(&plan, &failed));
-        let served: Vec<(&TokenKey, &Served)> = fetched
-            .iter()
-            .filter_map(|(k, r)| Some((k, r.as_ref().ok()?)))
-            .collect();
+        // The tokens had, borrowed (no copy of the list on the hot path).
+        let served = || {
+            fetched
+                .iter()
+                .filter_map(|(k, r)| Some((k, r.as_ref().ok()?)))
+        };
         let mut outcome = if partial.is_some() {
             Outcome::Partial
         } else {
             Outcome::Patched
         };
-        for (key, s) in &served {
+        for (key, s) in served() {
             if let Some(why) = &s.stale_because {
                 if outcome == Outcome::Patched {
                     outcome = Outcome::PatchedStale;
@@ -510,8 +512,8 @@ impl Webhook {
             answer.warn(reason);
         }
         let shape = secret::single_token_shape(&view, &plan);
-        let reusable = match (shape, served.as_slice()) {
-            (Some(shape), [(key, s)]) => Some((*key, shape, &s.token)),
+        let reusable = match (shape, fetched.as_slice()) {
+            (Some(shape), [(key, Ok(s))]) => Some((key, shape, &s.token)),
             _ => None,
         };
         if let Some((key, shape, token)) = reusable
@@ -520,10 +522,8 @@ impl Webhook {
             answer.patch = Some(patch);
             return (answer, kind, outcome);
         }
-        let tokens: BTreeMap<TokenKey, &Token> = served
-            .iter()
-            .map(|(k, s)| ((*k).clone(), &*s.token))
-            .collect();
+        let tokens: BTreeMap<TokenKey, &Token> =
+            served().map(|(k, s)| (k.clone(), &*s.token)).collect();
         match secret::inject_partial(&view, &plan, &tokens, partial.as_deref()) {
             Ok(patch) => {
                 let answer = answer.with_patch(&patch);
