@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
+use crate::refresh;
+use crate::refresher::{SecretRef, secret_event};
 use crate::secret::{self, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
@@ -48,6 +51,96 @@ pub struct Webhook {
     failure_mode: FailureMode,
     metrics: Arc<Metrics>,
     memo: PatchMemo,
+    /// Warning Events on secrets that get no token; None without a Kubernetes client.
+    events: Option<Arc<EventSink>>,
+}
+
+/// Warning Events on secrets the webhook fails open on or refuses by policy, rate-limited per
+/// secret as the refresher's are ([`refresh::should_report`]): the 1st, 2nd, 4th, 8th... failed
+/// write in a row. Sent off the request path; a success forgets the secret's count.
+pub struct EventSink {
+    client: kube::Client,
+    /// Consecutive failed writes by namespace, then name (nested so a lookup borrows).
+    failures: Mutex<HashMap<String, HashMap<String, u32>>>,
+    forbidden_logged: AtomicBool,
+}
+
+/// Secrets tracked at most; past it the counts start over (the first failure reports again).
+const MAX_TRACKED: usize = 10_000;
+
+impl EventSink {
+    pub fn new(client: kube::Client) -> Arc<Self> {
+        Arc::new(EventSink {
+            client,
+            failures: Mutex::new(HashMap::new()),
+            forbidden_logged: AtomicBool::new(false),
+        })
+    }
+
+    /// Counts a failed write and says whether it is reported.
+    fn failed(&self, namespace: &str, name: &str) -> bool {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if f.values().map(HashMap::len).sum::<usize>() >= MAX_TRACKED {
+            f.clear();
+        }
+        let count = f
+            .entry(namespace.to_string())
+            .or_default()
+            .entry(name.to_string())
+            .or_insert(0);
+        *count = count.saturating_add(1);
+        refresh::should_report(*count)
+    }
+
+    /// A token was written: the next failure is the first again.
+    fn succeeded(&self, namespace: &str, name: &str) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_empty() {
+            return;
+        }
+        if let Some(names) = f.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                f.remove(namespace);
+            }
+        }
+    }
+
+    fn send(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+        reason: &'static str,
+        message: String,
+    ) {
+        let sink = self.clone();
+        let (namespace, name, uid) = (
+            namespace.to_string(),
+            name.to_string(),
+            uid.map(str::to_string),
+        );
+        tokio::spawn(async move {
+            let secret = SecretRef {
+                namespace: &namespace,
+                name: &name,
+                uid: uid.as_deref(),
+                resource_version: None,
+            };
+            match secret_event(&sink.client, &secret, reason, message).await {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    if !sink.forbidden_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(namespace, secret = name, reason = %s.message,
+                            "cannot record Events: forbidden; grant create on events (logged once)");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(namespace, secret = name, error = %e, "could not record an Event")
+                }
+            }
+        });
+    }
 }
 
 /// Encoded patches for the single-token kinds, per token key and secret shape
@@ -85,6 +178,8 @@ const WARNING_PREFIX: &str = "ecr-token-webhook: ";
 enum Outcome {
     Patched,
     PatchedStale,
+    /// Some registries written, others failed.
+    Partial,
     Skipped,
     Ignored,
     Policy,
@@ -98,6 +193,7 @@ impl Outcome {
         match self {
             Outcome::Patched => "patched",
             Outcome::PatchedStale => "patched_stale",
+            Outcome::Partial => "partial",
             Outcome::Skipped => "skipped",
             Outcome::Ignored => "ignored",
             Outcome::Policy => "policy",
@@ -145,6 +241,9 @@ struct RequestIn<'a> {
     operation: Cow<'a, str>,
     #[serde(default)]
     object: Option<SecretObject>,
+    /// A dry run is never persisted: it gets its answer but no Event.
+    #[serde(default, rename = "dryRun")]
+    dry_run: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -234,7 +333,14 @@ impl Webhook {
             failure_mode,
             metrics,
             memo: PatchMemo::default(),
+            events: None,
         }
+    }
+
+    /// Records Warning Events on secrets it fails open on or refuses by policy.
+    pub fn with_events(mut self, events: Arc<EventSink>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Where namespace labels come from, for rules with a `namespaceSelector`.
@@ -266,6 +372,11 @@ impl Webhook {
         let took = started.elapsed();
         self.metrics
             .admission(operation_name(&req.operation), kind, outcome.label(), took);
+        if let Some(events) = &self.events
+            && req.dry_run != Some(true)
+        {
+            self.report(events, &req, namespace, outcome, &answer);
+        }
         let took_ms = took.as_millis() as u64;
         match outcome {
             Outcome::Patched | Outcome::Skipped | Outcome::Ignored => {
@@ -348,33 +459,61 @@ impl Webhook {
         }
 
         let remaining = budget.saturating_sub(started.elapsed());
-        let served = match self.fetch_all(plan.token_keys(), remaining).await {
-            Ok(served) => served,
-            Err(e) => {
-                let reason = format!("no ECR token: {e}");
-                return match self.failure_mode {
-                    FailureMode::Open => (
-                        with_error(answer, &view, &reason),
-                        kind,
-                        Outcome::FailedOpen,
-                    ),
-                    FailureMode::Closed => (answer.deny(reason), kind, Outcome::Denied),
-                };
+        let fetched = self.fetch_all(plan.token_keys(), remaining).await;
+        let mut failed: Vec<(&TokenKey, &TokenError)> = Vec::new();
+        for (key, r) in &fetched {
+            if let Err(e) = r {
+                failed.push((key, e));
             }
+        }
+        if failed.len() == fetched.len() {
+            // No token at all: as ever, the error annotation only (open) or a denial (closed).
+            let e = failed
+                .first()
+                .map(|(_, e)| e.to_string())
+                .unwrap_or_default();
+            let reason = format!("no ECR token: {e}");
+            return match self.failure_mode {
+                FailureMode::Open => (
+                    with_error(answer, &view, &reason),
+                    kind,
+                    Outcome::FailedOpen,
+                ),
+                FailureMode::Closed => (answer.deny(reason), kind, Outcome::Denied),
+            };
+        }
+        // Some registries got no token (only pull secrets name several regions): the others
+        // are written whatever the failure mode, since denying would keep the good tokens out
+        // too; the failed registries keep their entries and are named in `error`.
+        let partial = (!failed.is_empty()).then(|| partial_reason(&plan, &failed));
+        // The tokens had, borrowed (no copy of the list on the hot path).
+        let served = || {
+            fetched
+                .iter()
+                .filter_map(|(k, r)| Some((k, r.as_ref().ok()?)))
         };
-        let mut outcome = Outcome::Patched;
-        for (key, s) in &served {
+        let mut outcome = if partial.is_some() {
+            Outcome::Partial
+        } else {
+            Outcome::Patched
+        };
+        for (key, s) in served() {
             if let Some(why) = &s.stale_because {
-                outcome = Outcome::PatchedStale;
+                if outcome == Outcome::Patched {
+                    outcome = Outcome::PatchedStale;
+                }
                 answer.warn(format!(
                     "{why}; wrote the cached token for {key}, valid until {}",
                     rfc3339(s.token.expires_at)
                 ));
             }
         }
+        if let Some(reason) = &partial {
+            answer.warn(reason);
+        }
         let shape = secret::single_token_shape(&view, &plan);
-        let reusable = match (shape, served.as_slice()) {
-            (Some(shape), [(key, s)]) => Some((key, shape, &s.token)),
+        let reusable = match (shape, fetched.as_slice()) {
+            (Some(shape), [(key, Ok(s))]) => Some((key, shape, &s.token)),
             _ => None,
         };
         if let Some((key, shape, token)) = reusable
@@ -384,8 +523,8 @@ impl Webhook {
             return (answer, kind, outcome);
         }
         let tokens: BTreeMap<TokenKey, &Token> =
-            served.iter().map(|(k, s)| (k.clone(), &*s.token)).collect();
-        match secret::inject(&view, &plan, &tokens) {
+            served().map(|(k, s)| (k.clone(), &*s.token)).collect();
+        match secret::inject_partial(&view, &plan, &tokens, partial.as_deref()) {
             Ok(patch) => {
                 let answer = answer.with_patch(&patch);
                 if let (Some((key, shape, token)), Some(encoded)) = (reusable, &answer.patch) {
@@ -399,6 +538,38 @@ impl Webhook {
                 Outcome::Invalid,
             ),
         }
+    }
+
+    /// An Event for a write that got no token (fail-open, a partial outcome) or was refused by
+    /// policy, rate-limited per secret; a written token resets the count.
+    fn report(
+        &self,
+        events: &Arc<EventSink>,
+        req: &RequestIn<'_>,
+        namespace: &str,
+        outcome: Outcome,
+        answer: &Answer,
+    ) {
+        let reason = match outcome {
+            Outcome::FailedOpen | Outcome::Partial => "TokenNotWritten",
+            Outcome::Policy => "RefusedByPolicy",
+            Outcome::Patched | Outcome::PatchedStale => {
+                events.succeeded(namespace, &req.name);
+                return;
+            }
+            _ => return,
+        };
+        if req.name.is_empty() || !events.failed(namespace, &req.name) {
+            return;
+        }
+        // The reason is the answer's last warning (stale-token warnings come before it).
+        let message = answer
+            .warnings
+            .last()
+            .map(|w| w.strip_prefix(WARNING_PREFIX).unwrap_or(w).to_string())
+            .unwrap_or_default();
+        let uid = req.object.as_ref().and_then(|o| o.metadata.uid.as_deref());
+        events.send(namespace, &req.name, uid, reason, message);
     }
 
     /// The namespace's labels if a rule that could match it selects by label (cached by the
@@ -440,23 +611,24 @@ impl Webhook {
         )
     }
 
-    /// Every key's token, in order: cache hits straight away, misses fetched concurrently as
-    /// tasks, so one that outlives this request's deadline still fills the cache for the next.
+    /// Every key's token or why it could not be had, in order: cache hits straight away,
+    /// misses fetched concurrently as tasks, so one that outlives this request's deadline still
+    /// fills the cache for the next.
     async fn fetch_all(
         &self,
         keys: Vec<TokenKey>,
         budget: Duration,
-    ) -> Result<Vec<(TokenKey, Served)>, TokenError> {
+    ) -> Vec<(TokenKey, Result<Served, TokenError>)> {
         let mut found: Vec<(TokenKey, Option<Served>)> = Vec::with_capacity(keys.len());
         for key in keys {
             let hit = self.tokens.cached(&key).await;
             found.push((key, hit));
         }
         if found.iter().all(|(_, s)| s.is_some()) {
-            return Ok(found
+            return found
                 .into_iter()
-                .filter_map(|(k, s)| Some((k, s?)))
-                .collect());
+                .filter_map(|(k, s)| Some((k, Ok(s?))))
+                .collect();
         }
         let deadline = tokio::time::Instant::now() + budget;
         let tasks: Vec<_> = found
@@ -477,29 +649,46 @@ impl Webhook {
         for (key, hit, task) in tasks {
             let Some(task) = task else {
                 if let Some(served) = hit {
-                    out.push((key, served));
+                    out.push((key, Ok(served)));
                 }
                 continue;
             };
-            match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok(Ok(served))) => out.push((key, served)),
-                Ok(Ok(Err(e))) => return Err(e),
-                Ok(Err(join)) => {
-                    return Err(TokenError::Malformed {
-                        region: key.place().to_string(),
-                        message: format!("token task failed: {join}"),
-                    });
-                }
-                Err(_) => {
-                    return Err(TokenError::Timeout {
-                        key: key.to_string(),
-                        after: budget,
-                    });
-                }
-            }
+            let got = match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(got)) => got,
+                Ok(Err(join)) => Err(TokenError::Malformed {
+                    region: key.place().to_string(),
+                    message: format!("token task failed: {join}"),
+                }),
+                Err(_) => Err(TokenError::Timeout {
+                    key: key.to_string(),
+                    after: budget,
+                }),
+            };
+            out.push((key, got));
         }
-        Ok(out)
+        out
     }
+}
+
+/// The `error` annotation and warning for a partial write: each failed registry with why.
+fn partial_reason(plan: &secret::Plan, failed: &[(&TokenKey, &TokenError)]) -> String {
+    let mut reason = String::from("no ECR token for ");
+    for (i, (key, e)) in failed.iter().enumerate() {
+        if i > 0 {
+            reason.push_str("; ");
+        }
+        let hosts: Vec<&str> = plan
+            .registries
+            .iter()
+            .filter(|r| plan.key_for(r) == **key)
+            .map(|r| r.host.as_str())
+            .collect();
+        reason.push_str(&hosts.join(", "));
+        reason.push_str(": ");
+        reason.push_str(&e.to_string());
+    }
+    reason.push_str("; wrote the other registries");
+    crate::text::truncate(&reason, 512)
 }
 
 /// A JSON patch serialized and base64-encoded, as an AdmissionResponse carries it.

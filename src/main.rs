@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use ecr_token_webhook::admission::Webhook;
+use ecr_token_webhook::admission::{EventSink, Webhook};
 use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogFormat, ServeArgs};
 use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
 use ecr_token_webhook::leader::{Elector, LeaseConfig};
@@ -171,6 +171,19 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         args.failure_mode,
         metrics.clone(),
     );
+    // Events on secrets the webhook fails open on or refuses, with the client the binary
+    // already has; without one, none (said once here).
+    match &kube {
+        Some(Ok((client, _))) => {
+            webhook = webhook.with_events(EventSink::new(client.clone()));
+        }
+        Some(Err(e)) => {
+            tracing::info!(reason = %e, "no Kubernetes client: the webhook records no Events")
+        }
+        None => tracing::info!(
+            "no Kubernetes client (no refresher, self-managed TLS or policy file): the webhook records no Events"
+        ),
+    }
     if let (Some(path), Some(bytes)) = (&args.policy_file, policy_bytes) {
         // Namespace labels only for rules with a namespaceSelector: read on demand, cached.
         let client = match &kube {

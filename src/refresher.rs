@@ -420,40 +420,17 @@ impl Refresher {
 
     /// A Warning Event on the secret, so `kubectl describe secret` shows why it was not refreshed.
     async fn event(&self, ns: &str, name: &str, meta: &ObjectMeta, message: &str) {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
-        let now = Time(Timestamp::now());
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{name}.")),
-                namespace: Some(ns.to_string()),
-                ..ObjectMeta::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Secret".into()),
-                name: Some(name.to_string()),
-                namespace: Some(ns.to_string()),
-                uid: meta.uid.clone(),
-                resource_version: meta.resource_version.clone(),
-                ..ObjectReference::default()
-            },
-            reason: Some("TokenNotRefreshed".into()),
-            message: Some(format!(
-                "touch at {} did not refresh the ECR token: {message}",
-                rfc3339(SystemTime::now())
-            )),
-            type_: Some("Warning".into()),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            reporting_component: Some("ecr-token-webhook".into()),
-            source: Some(k8s_openapi::api::core::v1::EventSource {
-                component: Some("ecr-token-webhook".into()),
-                ..Default::default()
-            }),
-            ..Event::default()
+        let secret = SecretRef {
+            namespace: ns,
+            name,
+            uid: meta.uid.as_deref(),
+            resource_version: meta.resource_version.as_deref(),
         };
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
+        let message = format!(
+            "touch at {} did not refresh the ECR token: {message}",
+            rfc3339(SystemTime::now())
+        );
+        if let Err(e) = secret_event(&self.client, &secret, "TokenNotRefreshed", message).await {
             tracing::warn!(namespace = ns, secret = name, error = %e, "could not record an Event");
         }
     }
@@ -516,4 +493,55 @@ impl Refresher {
             }
         }
     }
+}
+
+/// The Secret an Event is about: by namespace and name, with its uid and version when known (a
+/// Secret being created has none yet).
+pub struct SecretRef<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: Option<&'a str>,
+    pub resource_version: Option<&'a str>,
+}
+
+/// Records a Warning Event with `reason` and `message` on the secret, so `kubectl describe
+/// secret` shows it. Shared by the refresher and the webhook; `message` never holds a token.
+pub async fn secret_event(
+    client: &Client,
+    secret: &SecretRef<'_>,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let ns = secret.namespace;
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let now = Time(Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", secret.name)),
+            namespace: Some(ns.to_string()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            name: Some(secret.name.to_string()),
+            namespace: Some(ns.to_string()),
+            uid: secret.uid.map(str::to_string),
+            resource_version: secret.resource_version.map(str::to_string),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some("Warning".into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("ecr-token-webhook".into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("ecr-token-webhook".into()),
+            ..Default::default()
+        }),
+        ..Event::default()
+    };
+    api.create(&PostParams::default(), &event).await.map(|_| ())
 }

@@ -128,6 +128,9 @@ pub struct SecretObject {
 pub struct SecretMeta {
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Absent on CREATE: the API server assigns it after admission.
+    #[serde(default)]
+    pub uid: Option<String>,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -251,7 +254,8 @@ impl Plan {
         keys.into_iter().collect()
     }
 
-    fn key_for(&self, r: &Registry) -> TokenKey {
+    /// The token key that serves registry `r`.
+    pub fn key_for(&self, r: &Registry) -> TokenKey {
         TokenKey::for_registry(r, self.role_arn.clone())
     }
 }
@@ -460,6 +464,19 @@ pub fn inject(
     plan: &Plan,
     tokens: &BTreeMap<TokenKey, &Token>,
 ) -> Result<Patch, InputError> {
+    inject_partial(view, plan, tokens, None)
+}
+
+/// [`inject`] for a pull secret whose tokens could be had only for some registries: the
+/// registries without a token in `tokens` keep their entries exactly as they were, `expires-at`
+/// is the earliest expiry among the tokens written, and `error` (when given) is set instead of
+/// removed, naming what failed. Single-token kinds need their one token.
+pub fn inject_partial(
+    view: &SecretView,
+    plan: &Plan,
+    tokens: &BTreeMap<TokenKey, &Token>,
+    error: Option<&str>,
+) -> Result<Patch, InputError> {
     let token_for = |r: &Registry| -> Result<&Token, InputError> {
         tokens
             .get(&plan.key_for(r))
@@ -502,7 +519,10 @@ pub fn inject(
                     _ => &mut config,
                 };
                 for r in &plan.registries {
-                    let token = token_for(r)?;
+                    // No token for this registry (its region failed): its entry stays as it was.
+                    let Some(token) = tokens.get(&plan.key_for(r)).copied() else {
+                        continue;
+                    };
                     note(token);
                     write_entry(entries, r, token, key)?;
                 }
@@ -516,10 +536,13 @@ pub fn inject(
             b.set_data(key, &bytes);
         }
     }
-    if let Some(t) = earliest {
-        b.set_annotation(EXPIRES_AT_ANNOTATION, &rfc3339(t));
+    // No token at all is the caller's case (the error patch alone), not a write of nothing.
+    let earliest = earliest.ok_or(InputError::NoRegistries)?;
+    b.set_annotation(EXPIRES_AT_ANNOTATION, &rfc3339(earliest));
+    match error {
+        Some(message) => b.set_annotation(ERROR_ANNOTATION, &one_line(message)),
+        None => b.remove_annotation(ERROR_ANNOTATION),
     }
-    b.remove_annotation(ERROR_ANNOTATION);
     Ok(b.finish())
 }
 

@@ -294,3 +294,112 @@ async fn ecr_public_entries_get_ecr_publics_token() {
         "{m}"
     );
 }
+
+/// A pull secret naming registries in two regions, one of whose ECR fails: the good registry
+/// gets its token, the failed one's entry stays exactly as it was, the `error` annotation and
+/// the warning name the failed registry; once the region answers again, the next write fills it
+/// in and removes `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_region_is_named_and_the_others_are_written() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let h = Harness::start(Options {
+        backoff: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    const USE1: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    const EUC1: &str = "210987654321.dkr.ecr.eu-central-1.amazonaws.com";
+    let old_euc1 = serde_json::json!({"username": "AWS", "password": "old-euc1",
+        "auth": b64("AWS:old-euc1")});
+    let config = serde_json::json!({"auths": {EUC1: old_euc1, "docker.io": {"auth": "eDp5"}}});
+    let mut review = pull_secret_review("partial", "team-a", &format!("{USE1},{EUC1}"), None);
+    review["request"]["object"]["data"] =
+        serde_json::json!({".dockerconfigjson": b64(&config.to_string())});
+    h.ecr.set_failing_regions(&["eu-central-1"]);
+
+    let (status, resp, text) = h.post(&review.to_string(), "5s").await;
+    assert_eq!(status.as_u16(), 200, "{text}");
+    assert_eq!(resp["response"]["allowed"], true);
+    let after = apply(&review, &resp);
+    let cfg: Value = serde_json::from_str(&data(&after, ".dockerconfigjson")).unwrap();
+    assert_eq!(
+        cfg["auths"][EUC1], old_euc1,
+        "the failed registry's entry is unchanged"
+    );
+    assert_eq!(cfg["auths"]["docker.io"], config["auths"]["docker.io"]);
+    let written = cfg["auths"][USE1]["password"].as_str().unwrap_or_default();
+    assert!(
+        written.starts_with("fake-token-"),
+        "a fresh token for {USE1}"
+    );
+    let ann = annotations(&after);
+    let err = &ann["ecr-token-webhook/error"];
+    assert!(
+        err.starts_with(&format!("no ECR token for {EUC1}: ")),
+        "{err}"
+    );
+    assert!(err.contains("ServerException"), "{err}");
+    assert!(!err.contains(USE1), "{err}");
+    assert!(ann.contains_key("ecr-token-webhook/expires-at"));
+    let w = warnings(&resp);
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with(&format!("ecr-token-webhook: no ECR token for {EUC1}: "))),
+        "{w:?}"
+    );
+    assert!(h.metrics().await.contains("outcome=\"partial\""));
+
+    // The region answers again; a touch (UPDATE of the stored object) fills it in. The cache
+    // may still be backing off for a moment, so touch until it does (bounded).
+    h.ecr.set_failing_regions(&[]);
+    let mut touch = review.clone();
+    touch["request"]["operation"] = "UPDATE".into();
+    touch["request"]["oldObject"] = after.clone();
+    touch["request"]["object"] = after;
+    let mut last = Value::Null;
+    until(
+        "the failed region's token is written",
+        Duration::from_secs(20),
+        async || {
+            let (_, resp, _) = h.post(&touch.to_string(), "5s").await;
+            last = apply(&touch, &resp);
+            !annotations(&last).contains_key("ecr-token-webhook/error")
+        },
+    )
+    .await;
+    let cfg: Value = serde_json::from_str(&data(&last, ".dockerconfigjson")).unwrap();
+    assert_ne!(cfg["auths"][EUC1]["password"], "old-euc1");
+    assert_eq!(cfg["auths"][USE1]["password"].as_str(), Some(written));
+    assert_eq!(cfg["auths"]["docker.io"], config["auths"]["docker.io"]);
+}
+
+/// Failure mode closed denies only when no token at all could be had: a partial outcome is
+/// written with the warning, since a denial would keep the good tokens out too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_writes_a_partial_outcome_and_denies_none_at_all() {
+    let h = Harness::start(Options {
+        failure_mode: ecr_token_webhook::admission::FailureMode::Closed,
+        ..Options::default()
+    })
+    .await;
+    const USE1: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    const EUC1: &str = "210987654321.dkr.ecr.eu-central-1.amazonaws.com";
+    let review = pull_secret_review("closed", "team-a", &format!("{USE1},{EUC1}"), None);
+    h.ecr.set_failing_regions(&["eu-central-1"]);
+    let (_, resp, text) = h.post(&review.to_string(), "5s").await;
+    assert_eq!(resp["response"]["allowed"], true, "{text}");
+    let after = apply(&review, &resp);
+    let cfg: Value = serde_json::from_str(&data(&after, ".dockerconfigjson")).unwrap();
+    assert!(cfg["auths"][USE1]["password"].is_string());
+    assert!(
+        cfg["auths"].get(EUC1).is_none(),
+        "no entry made up for {EUC1}"
+    );
+    assert!(annotations(&after)["ecr-token-webhook/error"].contains(EUC1));
+
+    h.ecr.set_failing_regions(&["eu-central-1", "us-east-1"]);
+    let review = pull_secret_review("closed2", "team-b", EUC1, None);
+    let (_, resp, text) = h.post(&review.to_string(), "5s").await;
+    assert_eq!(resp["response"]["allowed"], false, "{text}");
+}

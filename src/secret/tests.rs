@@ -624,3 +624,71 @@ fn single_token_patches_depend_only_on_the_shape() {
     let view = SecretView::new(&obj);
     assert_eq!(single_token_shape(&view, &plan(&view).unwrap()), None);
 }
+
+#[test]
+fn partial_tokens_write_only_their_registries_and_keep_the_rest() {
+    let old_euc1 = json!({"username": "AWS", "password": "old-euc1", "auth": "QVdTOm9sZC1ldWMx"});
+    let config = json!({"auths": {EUC1: old_euc1}});
+    let obj = pull(
+        DOCKERCONFIGJSON,
+        Some(json!({REGISTRIES_ANNOTATION: format!("{USE1}, {EUC1}"), ERROR_ANNOTATION: "before"})),
+        Some(json!({".dockerconfigjson": b64(&config.to_string())})),
+    );
+    let tokens = Tokens::new();
+    /// Which regions have a token, the error to set (and find after), the passwords expected,
+    /// expires-at.
+    type Case<'a> = (&'a [&'a str], Option<&'a str>, Value, &'a str);
+    let cases: &[Case] = &[
+        (
+            &["us-east-1"],
+            Some("no ECR token for eu-central-1"),
+            json!({USE1: "token-use1", EUC1: "old-euc1"}),
+            "2027-01-15T09:00:00Z",
+        ),
+        (
+            &["eu-central-1"],
+            Some("no ECR token for us-east-1"),
+            json!({EUC1: "token-euc1"}),
+            "2027-01-15T08:00:00Z",
+        ),
+        (
+            &["us-east-1", "eu-central-1"],
+            None,
+            json!({USE1: "token-use1", EUC1: "token-euc1"}),
+            "2027-01-15T08:00:00Z",
+        ),
+    ];
+    for (regions, error, want, want_expires) in cases {
+        let dynobj = object(obj.clone());
+        let view = SecretView::new(&dynobj);
+        let plan = plan(&view).unwrap();
+        let mut map = tokens.map(&plan);
+        map.retain(|k, _| regions.contains(&k.region.as_str()));
+        let patch = inject_partial(&view, &plan, &map, *error).unwrap();
+        let mut out = obj.clone();
+        json_patch::patch(&mut out, &patch.0).unwrap();
+        assert_keeps_everything(&obj, &out);
+        let got = data_json(&out, ".dockerconfigjson");
+        let auths = got["auths"].as_object().unwrap();
+        let passwords: serde_json::Map<String, Value> = auths
+            .iter()
+            .map(|(h, e)| (h.clone(), e["password"].clone()))
+            .collect();
+        assert_eq!(Value::Object(passwords), *want, "{regions:?}");
+        if !regions.contains(&"eu-central-1") {
+            // The failed registry's entry is exactly as it was.
+            assert_eq!(auths[EUC1], old_euc1);
+        }
+        assert_eq!(expires(&out), *want_expires, "{regions:?}");
+        assert_eq!(
+            out["metadata"]["annotations"][ERROR_ANNOTATION].as_str(),
+            *error,
+            "{regions:?}"
+        );
+    }
+    // No token at all is not a write: the caller answers with the error patch alone.
+    let dynobj = object(obj.clone());
+    let view = SecretView::new(&dynobj);
+    let plan = plan(&view).unwrap();
+    assert!(inject_partial(&view, &plan, &BTreeMap::new(), Some("x")).is_err());
+}

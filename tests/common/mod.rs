@@ -5,7 +5,7 @@
 pub mod fake_kube;
 pub mod process;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,6 +76,8 @@ struct EcrState {
     /// The token AssumeRoleWithWebIdentity and Pod Identity accept (anything while unset).
     identity_token: Mutex<Option<String>>,
     fault: Mutex<Fault>,
+    /// Regions whose calls get a ServerException, whatever `fault` says.
+    failing_regions: Mutex<BTreeSet<String>>,
 }
 
 /// A local AWS endpoint on 127.0.0.1: ECR's and ECR Public's `GetAuthorizationToken` (~2 KB
@@ -100,6 +102,7 @@ impl FakeEcr {
             credential_lifetime: Mutex::new(Duration::from_secs(3600)),
             identity_token: Mutex::new(None),
             fault: Mutex::new(Fault::None),
+            failing_regions: Mutex::new(BTreeSet::new()),
         });
         let app = Router::new()
             .route("/", post(ecr_handler))
@@ -125,6 +128,12 @@ impl FakeEcr {
 
     pub fn set_fault(&self, fault: Fault) {
         *self.state.fault.lock().unwrap() = fault;
+    }
+
+    /// ECR calls in these regions fail with a ServerException (the others answer); empty clears.
+    pub fn set_failing_regions(&self, regions: &[&str]) {
+        *self.state.failing_regions.lock().unwrap() =
+            regions.iter().map(|r| r.to_string()).collect();
     }
 
     pub fn set_lifetime(&self, lifetime: Duration) {
@@ -281,7 +290,10 @@ async fn ecr_handler(
             "body is not JSON",
         );
     }
-    let fault = state.fault.lock().unwrap().clone();
+    let mut fault = state.fault.lock().unwrap().clone();
+    if state.failing_regions.lock().unwrap().contains(&region) {
+        fault = Fault::ServerError;
+    }
     match fault {
         Fault::None => {}
         Fault::Throttle => {
@@ -495,6 +507,8 @@ pub struct Options {
     pub endpoint: Option<String>,
     /// Namespace labels for the policy's namespace selectors.
     pub namespace_labels: Option<Arc<dyn ecr_token_webhook::namespaces::NamespaceLabels>>,
+    /// A Kubernetes client for the webhook's Events (none without).
+    pub events: Option<kube::Client>,
 }
 
 impl Default for Options {
@@ -507,6 +521,7 @@ impl Default for Options {
             policy: Policy::default(),
             endpoint: None,
             namespace_labels: None,
+            events: None,
         }
     }
 }
@@ -575,6 +590,9 @@ impl Harness {
         );
         if let Some(labels) = opts.namespace_labels {
             webhook = webhook.with_namespace_labels(labels);
+        }
+        if let Some(client) = opts.events {
+            webhook = webhook.with_events(ecr_token_webhook::admission::EventSink::new(client));
         }
         let webhook = Arc::new(webhook);
         let listen = Listen {
