@@ -112,15 +112,17 @@ pub struct SecretView<'a> {
     data_shape_ok: bool,
 }
 
-/// A Secret as the admission path parses it out of a review: only these fields are read; the
-/// rest of the object (`managedFields`, ...) is skipped while parsing and never stored.
+/// A Secret as the admission path parses it out of a review: only what the webhook reads is
+/// kept. The rest of the object (`managedFields`, other labels and annotations such as
+/// `last-applied-configuration`, data keys it never reads such as the old `password`) is skipped
+/// while parsing and never copied: the admission path's cost is mostly this parse.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct SecretObject {
     #[serde(default)]
     pub metadata: SecretMeta,
     #[serde(default, rename = "type")]
     pub type_: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "read_data")]
     pub data: Option<Value>,
 }
 
@@ -131,10 +133,130 @@ pub struct SecretMeta {
     /// Absent on CREATE: the API server assigns it after admission.
     #[serde(default)]
     pub uid: Option<String>,
-    #[serde(default)]
+    /// The labels the webhook reads; `Some` (maybe empty) when the object has labels.
+    #[serde(default, deserialize_with = "read_labels")]
     pub labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    /// The webhook's own annotations; `Some` (maybe empty) when the object has annotations, so
+    /// a patch still knows whether the map exists.
+    #[serde(default, deserialize_with = "read_annotations")]
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The data keys any secret kind reads.
+const READ_DATA_KEYS: [&str; 3] = ["url", ".dockerconfigjson", ".dockercfg"];
+
+fn read_labels<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    d.deserialize_option(FilteredMap(|k: &str| {
+        k == INJECT_LABEL || k == ARGOCD_SECRET_TYPE_LABEL
+    }))
+}
+
+fn read_annotations<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    d.deserialize_option(FilteredMap(|k: &str| k.starts_with("ecr-token-webhook/")))
+}
+
+/// A map of strings keeping only the keys `keep` accepts; the others' values are skipped.
+struct FilteredMap<F>(F);
+
+impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
+    type Value = Option<BTreeMap<String, String>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map of strings")
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut kept = BTreeMap::new();
+        while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+            if (self.0)(&key) {
+                kept.insert(key.into_owned(), m.next_value::<String>()?);
+            } else {
+                m.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Some(kept))
+    }
+}
+
+/// `data` with only the keys in [`READ_DATA_KEYS`]; anything but a map or null is kept as a
+/// marker that is not an object, so [`SecretView`] still refuses the shape.
+fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    struct DataVisitor;
+    impl<'de> serde::de::Visitor<'de> for DataVisitor {
+        type Value = Option<Value>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("secret data")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut kept = Map::new();
+            while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                if READ_DATA_KEYS.contains(&&*key) {
+                    kept.insert(key.into_owned(), m.next_value::<Value>()?);
+                } else {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(Some(Value::Object(kept)))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut s: A,
+        ) -> Result<Self::Value, A::Error> {
+            while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Some(Value::Bool(false)))
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Some(Value::Bool(false)))
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Some(Value::Bool(false)))
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Some(Value::Bool(false)))
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Some(Value::Bool(false)))
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Some(Value::Bool(false)))
+        }
+    }
+    d.deserialize_any(DataVisitor)
 }
 
 impl<'a> SecretView<'a> {

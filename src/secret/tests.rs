@@ -692,3 +692,118 @@ fn partial_tokens_write_only_their_registries_and_keep_the_rest() {
     let plan = plan(&view).unwrap();
     assert!(inject_partial(&view, &plan, &BTreeMap::new(), Some("x")).is_err());
 }
+
+/// The admission path parses only what it reads ([`SecretObject`]); for every secret it must
+/// reach the same plan, patch and errors as a reading of the whole object.
+#[test]
+fn the_admission_parse_reads_the_same_secret_as_the_whole_object() {
+    let last_applied =
+        "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"stringData\":{\"a\":\"\\\"b\\\"\"}}\n";
+    let mut with_foreign = argo("repository", USE1);
+    with_foreign["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": last_applied,
+        "team": "a",
+    });
+    with_foreign["metadata"]["labels"]["app"] = json!("charts");
+    with_foreign["data"]["password"] = json!(b64(&"old".repeat(1000)));
+    with_foreign["data"]["odd"] = json!({"not": "a string"});
+    let mut with_error = argo("repo-creds", USE1);
+    with_error["metadata"]["annotations"] = json!({ERROR_ANNOTATION: "old", "x": "y"});
+    let mut empty_annotations = argo("repository", USE1);
+    empty_annotations["metadata"]["annotations"] = json!({});
+    let mut role = pull(
+        BASIC_AUTH,
+        Some(
+            json!({REGISTRIES_ANNOTATION: USE1, ROLE_ARN_ANNOTATION: "arn:aws:iam::123456789012:role/r"}),
+        ),
+        None,
+    );
+    role["metadata"]["labels"]["other"] = json!("x");
+    let mut shapes = Vec::new();
+    for data in [
+        json!(null),
+        json!(["x"]),
+        json!("x"),
+        json!(7),
+        json!(true),
+        json!({}),
+    ] {
+        let mut s = argo("repository", USE1);
+        s["data"] = data;
+        shapes.push(s);
+    }
+    let mut not_opted = argo("repository", USE1);
+    not_opted["metadata"]["labels"][INJECT_LABEL] = json!("false");
+    let mut no_labels = pull(DOCKERCONFIGJSON, None, None);
+    no_labels["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
+    let mut url_not_string = argo("repository", USE1);
+    url_not_string["data"]["url"] = json!(42);
+    let docker = json!({"auths": {USE1: {"auth": "x", "email": "e"}, "ghcr.io": {"auth": "y"}}});
+    let mut cases = vec![
+        with_foreign,
+        with_error,
+        empty_annotations,
+        role,
+        not_opted,
+        no_labels,
+        url_not_string,
+        argo("repo-creds", EUC1),
+        pull(
+            DOCKERCONFIGJSON,
+            None,
+            Some(json!({".dockerconfigjson": b64(&docker.to_string())})),
+        ),
+        pull(
+            DOCKERCFG,
+            None,
+            Some(json!({".dockercfg": b64(&json!({EUC1: {}}).to_string())})),
+        ),
+        pull(
+            DOCKERCONFIGJSON,
+            Some(json!({REGISTRIES_ANNOTATION: format!("{USE1},{EUC1}")})),
+            None,
+        ),
+        pull(
+            DOCKERCONFIGJSON,
+            None,
+            Some(json!({".dockerconfigjson": b64("not json")})),
+        ),
+        pull("Opaque", None, None),
+    ];
+    cases.extend(shapes);
+    let tokens = Tokens::new();
+    for obj in &cases {
+        let whole = object(obj.clone());
+        let read: SecretObject = serde_json::from_value(obj.clone()).expect("admission parse");
+        let (a, b) = (SecretView::new(&whole), SecretView::from_object(&read));
+        assert_eq!(a.opted_in(), b.opted_in(), "{obj}");
+        assert_eq!(a.kind(), b.kind(), "{obj}");
+        assert_eq!(error_patch(&a, "why").0, error_patch(&b, "why").0, "{obj}");
+        let (pa, pb) = (plan(&a), plan(&b));
+        assert_eq!(pa, pb, "{obj}");
+        if let Ok(p) = pa {
+            assert_eq!(
+                single_token_shape(&a, &p),
+                single_token_shape(&b, &p),
+                "{obj}"
+            );
+            let t = tokens.map(&p);
+            assert_eq!(
+                inject(&a, &p, &t).map(|x| x.0),
+                inject(&b, &p, &t).map(|x| x.0),
+                "{obj}"
+            );
+        }
+    }
+    // Only what it reads is kept: no copy of the foreign annotations, labels or data.
+    let read: SecretObject = serde_json::from_value(cases[0].clone()).expect("parse");
+    let ann = read.metadata.annotations.expect("has annotations");
+    assert!(ann.is_empty(), "{ann:?}");
+    let labels = read.metadata.labels.expect("has labels");
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    let data = read.data.expect("has data");
+    assert_eq!(data.as_object().map(|m| m.len()), Some(1), "{data}");
+}
