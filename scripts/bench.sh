@@ -6,7 +6,8 @@
 # captured touch (tests/fixtures/argocd-repository-update-touch.json) over TLS.
 #
 # Prints, for 16 connections and for 1: requests/s and p50/p90/p99 of each server, and ours
-# against the floor (throughput as a ratio, p90 as a difference). Ratios, never absolute
+# against the floor (throughput as a ratio, p90 as a difference); then ours' RSS after the load
+# (and its peak), its time from start to ready and its idle RSS. Ratios, never absolute
 # targets: the machine is shared and noisy, so compare within one run.
 #
 # Usage: bash scripts/bench.sh [DURATION] [ROUNDS]   (defaults: 10s 2)
@@ -70,4 +71,50 @@ for conns in 16 1; do
         o / a, o / p, (op90 - ap90) * 1000, (op90 - pp90) * 1000 }'
   done
 done
-awk '/VmRSS/ {print "ecr-token-webhook rss_after=" $2 " kB"}' "/proc/${pids[1]}/status"
+awk '/VmRSS/ {print "ecr-token-webhook rss_after=" $2 " kB"} /VmHWM/ {print "ecr-token-webhook rss_peak=" $2 " kB"}' "/proc/${pids[1]}/status"
+
+# Start to ready and idle RSS: fresh starts of ours (self-signed TLS, no Kubernetes), /readyz
+# polled every millisecond from exec; RSS read once ready and again after a second idle.
+python3 - "$bin" "$work" "$ecr_port" <<'PY'
+import os, socket, statistics, subprocess, sys, time
+binary, work, ecr = sys.argv[1], sys.argv[2], sys.argv[3]
+def free():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+def ready(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.05) as c:
+            c.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return c.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+def rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+env = dict(os.environ, AWS_ENDPOINT_URL_ECR=f"http://127.0.0.1:{ecr}", AWS_ACCESS_KEY_ID="AKIDBENCH",
+           AWS_SECRET_ACCESS_KEY="bench", AWS_EC2_METADATA_DISABLED="true",
+           ECR_TOKEN_WEBHOOK_LOG_LEVEL="warn", ECR_TOKEN_WEBHOOK_REFRESHER="false")
+took, idle = [], []
+for i in range(5):
+    port, mport = free(), free()
+    started = time.monotonic()
+    p = subprocess.Popen([binary, "serve", "--tls-self-signed", "--tls-self-signed-dir", f"{work}/start{i}",
+                          "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}"],
+                         env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(5000):
+            if ready(mport):
+                took.append((time.monotonic() - started) * 1000)
+                break
+            if p.poll() is not None:
+                sys.exit(f"ecr-token-webhook exited with {p.returncode} before it was ready")
+            time.sleep(0.001)
+        else:
+            sys.exit("ecr-token-webhook not ready within 5 s")
+        time.sleep(1)
+        idle.append(rss(p.pid))
+    finally:
+        p.terminate(); p.wait(timeout=10)
+print(f"ecr-token-webhook start_to_ready_ms median={statistics.median(took):.1f} max={max(took):.1f} (5 starts)")
+print(f"ecr-token-webhook rss_idle={statistics.median(idle)} kB (median of 5, 1 s after ready)")
+PY
