@@ -624,13 +624,18 @@ impl Harness {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics_base))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        metrics_text(&self.metrics_base).await
     }
+}
+
+/// The text of `{metrics_base}/metrics`.
+pub async fn metrics_text(metrics_base: &str) -> String {
+    reqwest::get(format!("{metrics_base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 pub async fn post_review(

@@ -145,12 +145,7 @@ impl WebhookProcess {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics_base))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        super::metrics_text(&self.metrics_base).await
     }
 }
 
