@@ -37,9 +37,10 @@ wait_tls() { # port ca
 
 ecr_port=$(free_port); ours=$(free_port); mport=$(free_port); allow=$(free_port); patch=$(free_port)
 python3 scripts/load/fake_ecr.py "$ecr_port" & pids+=($!)
-AWS_ENDPOINT_URL_ECR="http://127.0.0.1:$ecr_port" AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench \
-AWS_EC2_METADATA_DISABLED=true ECR_TOKEN_WEBHOOK_LOG_LEVEL=warn ECR_TOKEN_WEBHOOK_REFRESHER=false \
-  "$bin" serve --tls-self-signed --tls-self-signed-dir "$work/ours" \
+# Ours' settings, for the load run and the start-up runs below (the other servers ignore them).
+export AWS_ENDPOINT_URL_ECR="http://127.0.0.1:$ecr_port" AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench \
+  AWS_EC2_METADATA_DISABLED=true ECR_TOKEN_WEBHOOK_LOG_LEVEL=warn ECR_TOKEN_WEBHOOK_REFRESHER=false
+"$bin" serve --tls-self-signed --tls-self-signed-dir "$work/ours" \
   --listen "127.0.0.1:$ours" --metrics-listen "127.0.0.1:$mport" 2>"$work/ours.log" & pids+=($!)
 "$null" allow "127.0.0.1:$allow" "$work/allow" >/dev/null & pids+=($!)
 "$null" patch "127.0.0.1:$patch" "$work/patch" >/dev/null & pids+=($!)
@@ -75,9 +76,9 @@ awk '/VmRSS/ {print "ecr-token-webhook rss_after=" $2 " kB"} /VmHWM/ {print "ecr
 
 # Start to ready and idle RSS: fresh starts of ours (self-signed TLS, no Kubernetes), /readyz
 # polled every millisecond from exec; RSS read once ready and again after a second idle.
-python3 - "$bin" "$work" "$ecr_port" <<'PY'
-import os, socket, statistics, subprocess, sys, time
-binary, work, ecr = sys.argv[1], sys.argv[2], sys.argv[3]
+python3 - "$bin" "$work" <<'PY'
+import socket, statistics, subprocess, sys, time
+binary, work = sys.argv[1], sys.argv[2]
 def free():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 def ready(port):
@@ -91,16 +92,13 @@ def rss(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
-env = dict(os.environ, AWS_ENDPOINT_URL_ECR=f"http://127.0.0.1:{ecr}", AWS_ACCESS_KEY_ID="AKIDBENCH",
-           AWS_SECRET_ACCESS_KEY="bench", AWS_EC2_METADATA_DISABLED="true",
-           ECR_TOKEN_WEBHOOK_LOG_LEVEL="warn", ECR_TOKEN_WEBHOOK_REFRESHER="false")
 took, idle = [], []
 for i in range(5):
     port, mport = free(), free()
     started = time.monotonic()
     p = subprocess.Popen([binary, "serve", "--tls-self-signed", "--tls-self-signed-dir", f"{work}/start{i}",
                           "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{mport}"],
-                         env=env, stderr=subprocess.DEVNULL)
+                         stderr=subprocess.DEVNULL)
     try:
         for _ in range(5000):
             if ready(mport):
