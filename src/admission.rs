@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tracing::Instrument;
 
+use crate::json;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLabels;
@@ -216,34 +217,48 @@ fn operation_name(op: &str) -> &'static str {
 }
 
 /// The parts of an AdmissionReview the webhook reads. Strings borrow from the body where they
-/// can; `oldObject`, `userInfo`, `managedFields` and the rest are skipped, never stored.
-#[derive(Deserialize)]
+/// can; `oldObject`, `userInfo`, `managedFields` and the rest are skipped, never parsed or
+/// stored ([`read_review`]).
 struct ReviewIn<'a> {
-    #[serde(rename = "apiVersion", borrow)]
     api_version: Cow<'a, str>,
-    #[serde(borrow)]
     kind: Cow<'a, str>,
-    #[serde(borrow, default)]
     request: Option<RequestIn<'a>>,
 }
 
-#[derive(Deserialize)]
 struct RequestIn<'a> {
-    #[serde(borrow)]
     uid: Cow<'a, str>,
-    #[serde(borrow)]
     kind: KindIn<'a>,
-    #[serde(borrow, default)]
     name: Cow<'a, str>,
-    #[serde(borrow, default)]
     namespace: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     operation: Cow<'a, str>,
-    #[serde(default)]
     object: Option<SecretObject>,
-    /// A dry run is never persisted: it gets its answer but no Event.
-    #[serde(default, rename = "dryRun")]
+    /// A dry run is never persisted: it gets its answer but no Event ([`RequestIn::dry_run`]).
     dry_run: Option<bool>,
+    /// Where the reading of the request stopped, if it stopped before its end.
+    rest: Option<json::Reader<'a>>,
+}
+
+impl RequestIn<'_> {
+    /// Whether the request is a dry run. Go's encoding/json writes `dryRun` after `oldObject`,
+    /// which the admission path does not otherwise read, so it is looked for only when it
+    /// matters: for a write that gets an Event. Damage there reads as not a dry run.
+    fn dry_run(&self) -> bool {
+        if let Some(d) = self.dry_run {
+            return d;
+        }
+        let Some(mut r) = self.rest else {
+            return false;
+        };
+        let mut dry_run = false;
+        let _ = r.resume(|r, key| {
+            if !key.is("dryRun") {
+                return Ok(json::Walk::Next);
+            }
+            dry_run = r.read::<Option<bool>>()?.unwrap_or(false);
+            Ok(json::Walk::Stop)
+        });
+        dry_run
+    }
 }
 
 #[derive(Deserialize)]
@@ -254,6 +269,113 @@ struct KindIn<'a> {
     version: Cow<'a, str>,
     #[serde(borrow, default)]
     kind: Cow<'a, str>,
+}
+
+/// Reads a review body: the fields above through serde_json, the rest skipped
+/// ([`json::Reader`]). The same fields are required, optional and typed as a derived
+/// `Deserialize` would have them. Once the request's fields are all read, the reading stops:
+/// what Go's encoding/json writes after `object` (`oldObject`, `dryRun`, `options`) is not
+/// scanned, and so not checked either; `dryRun` is read when needed ([`RequestIn::dry_run`]).
+fn read_review(body: &[u8]) -> Result<ReviewIn<'_>, json::Error> {
+    let mut r = json::Reader::new(body);
+    let (mut api_version, mut kind, mut request) = (None, None, None);
+    let ended = r.object(|r, key| {
+        if key.is("apiVersion") {
+            r.read_once(&mut api_version, "apiVersion")?;
+        } else if key.is("kind") {
+            r.read_once(&mut kind, "kind")?;
+        } else if key.is("request") {
+            let at = r.at();
+            if request.is_some() {
+                return json::duplicate(at, "request");
+            }
+            if r.null() {
+                request = Some(None);
+                return Ok(json::Walk::Next);
+            }
+            let mut req = read_request(r)?;
+            if req.rest.is_some() {
+                if api_version.is_some() && kind.is_some() {
+                    request = Some(Some(req));
+                    return Ok(json::Walk::Stop);
+                }
+                // Not in Go's order: the review's own fields are still to come.
+                let mut dry_run = req.dry_run;
+                r.resume(|r, key| {
+                    if key.is("dryRun") {
+                        r.read_once(&mut dry_run, "dryRun")?;
+                    }
+                    Ok(json::Walk::Next)
+                })?;
+                req.dry_run = dry_run;
+                req.rest = None;
+            }
+            request = Some(Some(req));
+        }
+        Ok(json::Walk::Next)
+    })?;
+    let end = r.at();
+    if ended {
+        r.end()?;
+    }
+    Ok(ReviewIn {
+        api_version: api_version.ok_or_else(|| json::missing(end, "apiVersion"))?,
+        kind: kind.ok_or_else(|| json::missing(end, "kind"))?,
+        request: request.flatten(),
+    })
+}
+
+fn read_request<'a>(r: &mut json::Reader<'a>) -> Result<RequestIn<'a>, json::Error> {
+    let (mut uid, mut kind, mut name, mut namespace) = (None, None, None, None);
+    let (mut operation, mut object, mut dry_run) = (None, None, None);
+    let ended = r.object(|r, key| {
+        if key.is("uid") {
+            r.read_once(&mut uid, "uid")?;
+        } else if key.is("kind") {
+            r.read_once(&mut kind, "kind")?;
+        } else if key.is("name") {
+            r.read_once(&mut name, "name")?;
+        } else if key.is("namespace") {
+            r.read_once(&mut namespace, "namespace")?;
+        } else if key.is("operation") {
+            r.read_once(&mut operation, "operation")?;
+        } else if key.is("dryRun") {
+            r.read_once(&mut dry_run, "dryRun")?;
+        } else if key.is("object") {
+            let at = r.at();
+            if object.is_some() {
+                return json::duplicate(at, "object");
+            }
+            object = Some(if r.null() {
+                None
+            } else {
+                Some(SecretObject::read(r)?)
+            });
+        }
+        // Everything the webhook uses is read, whatever comes next (only `dryRun` matters).
+        let all = uid.is_some()
+            && kind.is_some()
+            && name.is_some()
+            && namespace.is_some()
+            && operation.is_some()
+            && object.is_some();
+        Ok(if all {
+            json::Walk::Stop
+        } else {
+            json::Walk::Next
+        })
+    })?;
+    let end = r.at();
+    Ok(RequestIn {
+        uid: uid.ok_or_else(|| json::missing(end, "uid"))?,
+        kind: kind.ok_or_else(|| json::missing(end, "kind"))?,
+        name: name.unwrap_or_default(),
+        namespace: namespace.flatten(),
+        operation: operation.ok_or_else(|| json::missing(end, "operation"))?,
+        object: object.flatten(),
+        dry_run: dry_run.flatten(),
+        rest: (!ended).then_some(*r),
+    })
 }
 
 /// The webhook's answer to one review.
@@ -353,8 +475,8 @@ impl Webhook {
     /// request is an error (HTTP 400); everything else gets an answer.
     pub async fn review(&self, body: &[u8], budget: Duration) -> Result<Answer, BadReview> {
         let started = Instant::now();
-        let review: ReviewIn = serde_json::from_slice(body)
-            .map_err(|e| BadReview(format!("malformed AdmissionReview: {e}")))?;
+        let review =
+            read_review(body).map_err(|e| BadReview(format!("malformed AdmissionReview: {e}")))?;
         if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
             return Err(BadReview(format!(
                 "expected an admission.k8s.io/v1 AdmissionReview, got {:?} {:?}",
@@ -372,9 +494,7 @@ impl Webhook {
         let took = started.elapsed();
         self.metrics
             .admission(operation_name(&req.operation), kind, outcome.label(), took);
-        if let Some(events) = &self.events
-            && req.dry_run != Some(true)
-        {
+        if let Some(events) = &self.events {
             self.report(events, &req, namespace, outcome, &answer);
         }
         let took_ms = took.as_millis() as u64;
@@ -559,7 +679,7 @@ impl Webhook {
             }
             _ => return,
         };
-        if req.name.is_empty() || !events.failed(namespace, &req.name) {
+        if req.name.is_empty() || req.dry_run() || !events.failed(namespace, &req.name) {
             return;
         }
         // The reason is the answer's last warning (stale-token warnings come before it).
@@ -753,6 +873,214 @@ pub fn budget_for(timeout: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a derived `Deserialize` reads, the reference for [`read_review`].
+    #[derive(Deserialize)]
+    struct SerdeReview<'a> {
+        #[serde(rename = "apiVersion", borrow)]
+        api_version: Cow<'a, str>,
+        #[serde(borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
+        request: Option<SerdeRequest<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct SerdeRequest<'a> {
+        #[serde(borrow)]
+        uid: Cow<'a, str>,
+        #[serde(borrow)]
+        kind: KindIn<'a>,
+        #[serde(borrow, default)]
+        name: Cow<'a, str>,
+        #[serde(borrow, default)]
+        namespace: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        operation: Cow<'a, str>,
+        #[serde(default)]
+        object: Option<SecretObject>,
+        #[serde(default, rename = "dryRun")]
+        dry_run: Option<bool>,
+    }
+
+    fn ours(body: &[u8]) -> Result<String, json::Error> {
+        let v = read_review(body)?;
+        let r = v.request.as_ref().map(|r| {
+            let k = &r.kind;
+            format!(
+                "{}|{}/{}/{}|{}|{:?}|{}|{}|{:?}",
+                r.uid,
+                k.group,
+                k.version,
+                k.kind,
+                r.name,
+                r.namespace,
+                r.operation,
+                r.dry_run(),
+                r.object
+            )
+        });
+        Ok(format!("{}|{}|{r:?}", v.api_version, v.kind))
+    }
+
+    fn serdes(body: &[u8]) -> serde_json::Result<String> {
+        let v: SerdeReview = serde_json::from_slice(body)?;
+        let r = v.request.as_ref().map(|r| {
+            let k = &r.kind;
+            format!(
+                "{}|{}/{}/{}|{}|{:?}|{}|{}|{:?}",
+                r.uid,
+                k.group,
+                k.version,
+                k.kind,
+                r.name,
+                r.namespace,
+                r.operation,
+                r.dry_run == Some(true),
+                r.object
+            )
+        });
+        Ok(format!("{}|{}|{r:?}", v.api_version, v.kind))
+    }
+
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        out.sort();
+        assert!(out.len() >= 9, "{out:?}");
+        out
+    }
+
+    /// The review reader keeps what a derived `Deserialize` would, for every captured review
+    /// and for each of them damaged a byte at a time: where serde_json reads a review, it
+    /// reads the same (but for a `dryRun` the damage hides). Where serde_json refuses one, the
+    /// reader may answer from what it read, since it does not check what it skips or what
+    /// follows `object`; it never panics, and no review cut short before the end of `object`
+    /// is read. Most damage it still refuses (counted).
+    #[test]
+    fn the_review_reader_agrees_with_serde_on_every_fixture_and_damage() {
+        let (mut checked, mut refused_too, mut serde_refused) = (0, 0, 0);
+        for (name, body) in fixtures() {
+            let want = serdes(&body).unwrap();
+            assert_eq!(ours(&body).unwrap(), want, "{name}");
+            // Where the reading may stop: just past `object`, before the member after it.
+            let mut tail = body
+                .windows(11)
+                .position(|w| w == b"\"oldObject\"")
+                .unwrap_or(body.len());
+            while tail > 0 && (body[tail - 1] == b',' || body[tail - 1].is_ascii_whitespace()) {
+                tail -= 1;
+            }
+            // dryRun is the one field read from the tail; damage there may hide it.
+            let unless_dry_run = |s: &str| s.replace("|true|", "|false|");
+            for cut in 0..body.len() {
+                if body[cut..].iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match ours(&body[..cut]) {
+                    Err(_) => {}
+                    Ok(o) => {
+                        assert!(cut >= tail, "{name} cut at {cut} read");
+                        assert_eq!(unless_dry_run(&o), unless_dry_run(&want), "{name} {cut}");
+                    }
+                }
+            }
+            // Every byte of the touch; every seventh of the others (the same structure).
+            let step = if name.ends_with("update-touch.json") {
+                1
+            } else {
+                7
+            };
+            for at in (0..body.len()).step_by(step) {
+                for with in [
+                    Some(b'"'),
+                    Some(b'}'),
+                    Some(b']'),
+                    Some(b'\\'),
+                    Some(b','),
+                    Some(b'x'),
+                    Some(0x01),
+                    None,
+                ] {
+                    let mut damaged = body.clone();
+                    match with {
+                        Some(c) => damaged[at] = c,
+                        None => {
+                            damaged.remove(at);
+                        }
+                    }
+                    checked += 1;
+                    match (serdes(&damaged), ours(&damaged)) {
+                        (Ok(s), Ok(o)) if at < tail => assert_eq!(o, s, "{name} {at} {with:?}"),
+                        (Ok(s), Ok(o)) => {
+                            assert_eq!(unless_dry_run(&o), unless_dry_run(&s), "{name} {at}")
+                        }
+                        (Ok(_), Err(e)) => panic!("{name} {at} {with:?}: refused valid: {e}"),
+                        (Err(_), Err(_)) if at < tail => {
+                            serde_refused += 1;
+                            refused_too += 1;
+                        }
+                        (Err(_), Ok(_)) if at < tail => serde_refused += 1,
+                        (Err(_), _) => {}
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+        // Before the tail, what it lets through is damage to what it skips.
+        assert!(
+            refused_too * 10 > serde_refused * 9,
+            "refused {refused_too} of the {serde_refused} serde_json refused"
+        );
+    }
+
+    #[test]
+    fn review_errors_name_the_field_and_the_byte() {
+        let cases = [
+            (
+                r#"{"kind":"AdmissionReview"}"#,
+                "missing field `apiVersion` at byte 26",
+            ),
+            (
+                r#"{"apiVersion":"v","kind":"k","request":{"uid":"u","kind":{},"operation":"CREATE","uid":"v"}}"#,
+                "duplicate field `uid` at byte 87",
+            ),
+            (
+                r#"{"apiVersion":"v","kind":"k","request":{"kind":{},"operation":"CREATE"}}"#,
+                "missing field `uid` at byte 71",
+            ),
+            (
+                r#"{"apiVersion":"v","kind":"k","request":{"uid":7}}"#,
+                "invalid type: integer `7`, expected a string at byte 46",
+            ),
+            (
+                r#"{"apiVersion":"v","kind":"k","request":{"uid":"u","kind":{},"operation":"CREATE","object":{"metadata":null}}}"#,
+                "expected an object at byte 102",
+            ),
+            (
+                r#"{"apiVersion":"v","kind":"k","request":{"uid":"u","kind":{},"operation":"CREATE","object":{"metadata":{"labels":[]}}}}"#,
+                "invalid type: sequence, expected a map of strings at byte 112",
+            ),
+        ];
+        let got: Vec<_> = cases
+            .iter()
+            .map(|(body, _)| read_review(body.as_bytes()).err().map(|e| e.to_string()))
+            .collect();
+        let want: Vec<_> = cases.iter().map(|(_, w)| Some(w.to_string())).collect();
+        assert_eq!(got, want);
+        // null request and object are absent, as for serde's Option.
+        let ok = r#"{"apiVersion":"v","kind":"k","request":{"uid":"u","kind":{},"operation":"X","object":null,"namespace":null}}"#;
+        let v = read_review(ok.as_bytes()).unwrap();
+        let r = v.request.unwrap();
+        assert!(r.object.is_none() && r.namespace.is_none());
+        let v = read_review(br#"{"apiVersion":"v","kind":"k","request":null}"#).unwrap();
+        assert!(v.request.is_none());
+    }
 
     #[test]
     fn answers_serialize_as_the_api_server_reads_them() {

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod cli;
 pub mod ecr;
+pub mod json;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

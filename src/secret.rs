@@ -14,6 +14,7 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use kube::core::DynamicObject;
 use serde_json::{Map, Value, json};
 
+use crate::json;
 use crate::registry::{self, Registry};
 use crate::text::truncate;
 use crate::time::rfc3339;
@@ -140,6 +141,80 @@ pub struct SecretMeta {
     /// a patch still knows whether the map exists.
     #[serde(default, deserialize_with = "read_annotations")]
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl SecretObject {
+    /// Reads the object at `r` as the derived `Deserialize` would, but skips what it does not
+    /// keep (`managedFields` above all) structurally ([`json::Reader`]) instead of parsing it.
+    pub fn read(r: &mut json::Reader<'_>) -> Result<Self, json::Error> {
+        let (mut metadata, mut type_, mut data) = (None, None, None);
+        r.object(|r, key| {
+            if key.is("metadata") {
+                let at = r.at();
+                if metadata.is_some() {
+                    return json::duplicate(at, "metadata");
+                }
+                metadata = Some(SecretMeta::read(r)?);
+            } else if key.is("type") {
+                r.read_once(&mut type_, "type")?;
+            } else if key.is("data") {
+                r.read_once(&mut data, "data")?;
+            }
+            Ok(json::Walk::Next)
+        })?;
+        Ok(SecretObject {
+            metadata: metadata.unwrap_or_default(),
+            type_: type_.flatten(),
+            data: data.and_then(|Data(d)| d),
+        })
+    }
+}
+
+impl SecretMeta {
+    fn read(r: &mut json::Reader<'_>) -> Result<Self, json::Error> {
+        let (mut namespace, mut uid, mut labels, mut annotations) = (None, None, None, None);
+        r.object(|r, key| {
+            if key.is("namespace") {
+                r.read_once(&mut namespace, "namespace")?;
+            } else if key.is("uid") {
+                r.read_once(&mut uid, "uid")?;
+            } else if key.is("labels") {
+                r.read_once(&mut labels, "labels")?;
+            } else if key.is("annotations") {
+                r.read_once(&mut annotations, "annotations")?;
+            }
+            Ok(json::Walk::Next)
+        })?;
+        Ok(SecretMeta {
+            namespace: namespace.flatten(),
+            uid: uid.flatten(),
+            labels: labels.and_then(|Labels(l)| l),
+            annotations: annotations.and_then(|Annotations(a)| a),
+        })
+    }
+}
+
+/// The fields read with a `deserialize_with` function, as types [`json::Reader::read`] takes.
+struct Labels(Option<BTreeMap<String, String>>);
+struct Annotations(Option<BTreeMap<String, String>>);
+struct Data(Option<Value>);
+
+impl<'de> serde::Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_labels(d).map(Labels)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Annotations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_annotations(d).map(Annotations)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Data {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_data(d).map(Data)
+    }
 }
 
 /// The data keys any secret kind reads.
