@@ -903,9 +903,9 @@ mod tests {
         dry_run: Option<bool>,
     }
 
-    fn ours(body: &[u8]) -> Result<String, json::Error> {
-        let v = read_review(body)?;
-        let r = v.request.as_ref().map(|r| {
+    /// What the webhook uses of a review, in one line.
+    fn line(api_version: &str, kind: &str, r: Option<&RequestIn>) -> String {
+        let r = r.map(|r| {
             let k = &r.kind;
             format!(
                 "{}|{}/{}/{}|{}|{:?}|{}|{}|{:?}",
@@ -920,27 +920,27 @@ mod tests {
                 r.object
             )
         });
-        Ok(format!("{}|{}|{r:?}", v.api_version, v.kind))
+        format!("{api_version}|{kind}|{r:?}")
+    }
+
+    fn ours(body: &[u8]) -> Result<String, json::Error> {
+        let v = read_review(body)?;
+        Ok(line(&v.api_version, &v.kind, v.request.as_ref()))
     }
 
     fn serdes(body: &[u8]) -> serde_json::Result<String> {
         let v: SerdeReview = serde_json::from_slice(body)?;
-        let r = v.request.as_ref().map(|r| {
-            let k = &r.kind;
-            format!(
-                "{}|{}/{}/{}|{}|{:?}|{}|{}|{:?}",
-                r.uid,
-                k.group,
-                k.version,
-                k.kind,
-                r.name,
-                r.namespace,
-                r.operation,
-                r.dry_run == Some(true),
-                r.object
-            )
+        let r = v.request.map(|r| RequestIn {
+            uid: r.uid,
+            kind: r.kind,
+            name: r.name,
+            namespace: r.namespace,
+            operation: r.operation,
+            object: r.object,
+            dry_run: r.dry_run,
+            rest: None,
         });
-        Ok(format!("{}|{}|{r:?}", v.api_version, v.kind))
+        Ok(line(&v.api_version, &v.kind, r.as_ref()))
     }
 
     fn fixtures() -> Vec<(String, Vec<u8>)> {
