@@ -6,31 +6,11 @@
 //!   cargo bench --bench admission
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ecr_token_webhook::admission::{FailureMode, Webhook, to_json};
-use ecr_token_webhook::metrics::Metrics;
-use ecr_token_webhook::policy::Policy;
-use ecr_token_webhook::token::{
-    CacheConfig, Token, TokenCache, TokenFuture, TokenKey, TokenSource,
-};
+use ecr_token_webhook::admission::to_json;
 
-/// Always the same 12-hour token with a ~2 KB password, like ECR's.
-struct Fixed;
-
-impl TokenSource for Fixed {
-    fn fetch<'a>(&'a self, _key: &'a TokenKey) -> TokenFuture<'a> {
-        Box::pin(async {
-            Ok(Token {
-                username: "AWS".into(),
-                password: "P".repeat(2000),
-                expires_at: SystemTime::now() + Duration::from_secs(12 * 3600),
-            })
-        })
-    }
-}
+mod common;
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -57,14 +37,8 @@ fn admission(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let metrics = Arc::new(Metrics::default());
-    let tokens = Arc::new(TokenCache::new(
-        Arc::new(Fixed),
-        CacheConfig::default(),
-        metrics.clone(),
-    ));
-    let webhook = Webhook::new(tokens, Policy::default(), FailureMode::Open, metrics);
-    let budget = Duration::from_secs(9);
+    let webhook = common::webhook();
+    let budget = common::BUDGET;
     let mut group = c.benchmark_group("admission");
     for (name, body) in fixtures() {
         // Warm the cache for this fixture's regions, and check it answers.

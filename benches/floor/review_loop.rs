@@ -9,30 +9,10 @@
 //! Instructions per review: the difference between two counts, which cancels start-up:
 //!   valgrind --tool=callgrind target/release/examples/review-loop 10000   (then 20000)
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use ecr_token_webhook::admission::to_json;
 
-use ecr_token_webhook::admission::{FailureMode, Webhook, to_json};
-use ecr_token_webhook::metrics::Metrics;
-use ecr_token_webhook::policy::Policy;
-use ecr_token_webhook::token::{
-    CacheConfig, Token, TokenCache, TokenFuture, TokenKey, TokenSource,
-};
-
-/// Always the same 12-hour token with a ~2 KB password, like ECR's.
-struct Fixed;
-
-impl TokenSource for Fixed {
-    fn fetch<'a>(&'a self, _key: &'a TokenKey) -> TokenFuture<'a> {
-        Box::pin(async {
-            Ok(Token {
-                username: "AWS".into(),
-                password: "P".repeat(2000),
-                expires_at: SystemTime::now() + Duration::from_secs(12 * 3600),
-            })
-        })
-    }
-}
+#[path = "../common/mod.rs"]
+mod common;
 
 #[derive(serde::Deserialize)]
 struct Review<'a> {
@@ -69,17 +49,10 @@ fn main() -> Result<(), String> {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let metrics = Arc::new(Metrics::default());
-        let tokens = Arc::new(TokenCache::new(
-            Arc::new(Fixed),
-            CacheConfig::default(),
-            metrics.clone(),
-        ));
-        let webhook = Webhook::new(tokens, Policy::default(), FailureMode::Open, metrics);
-        let budget = Duration::from_secs(9);
+        let webhook = common::webhook();
         for _ in 0..n {
             let answer = rt
-                .block_on(webhook.review(std::hint::black_box(&body), budget))
+                .block_on(webhook.review(std::hint::black_box(&body), common::BUDGET))
                 .map_err(|e| e.to_string())?;
             bytes += to_json(&answer).map_err(|e| e.to_string())?.len();
         }
