@@ -3,7 +3,7 @@
 //!
 //!   review-loop N [FIXTURE]         N reviews of FIXTURE (default: the captured touch) through
 //!                                   `Webhook::review` and `to_json`, warm cache, as
-//!                                   benches/admission.rs sets it up
+//!                                   benches/common sets it up
 //!   review-loop N [FIXTURE] floor   the floor's own work instead: a uid-only serde_json parse
 //!
 //! Instructions per review: the difference between two counts, which cancels start-up:
