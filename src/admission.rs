@@ -285,32 +285,22 @@ fn read_review(body: &[u8]) -> Result<ReviewIn<'_>, json::Error> {
         } else if key.is("kind") {
             r.read_once(&mut kind, "kind")?;
         } else if key.is("request") {
-            let at = r.at();
-            if request.is_some() {
-                return json::duplicate(at, "request");
-            }
-            if r.null() {
-                request = Some(None);
-                return Ok(json::Walk::Next);
-            }
-            let mut req = read_request(r)?;
-            if req.rest.is_some() {
+            r.once(&mut request, "request", |r| r.nullable(read_request))?;
+            if let Some(Some(req)) = &mut request
+                && req.rest.is_some()
+            {
                 if api_version.is_some() && kind.is_some() {
-                    request = Some(Some(req));
                     return Ok(json::Walk::Stop);
                 }
                 // Not in Go's order: the review's own fields are still to come.
-                let mut dry_run = req.dry_run;
                 r.resume(|r, key| {
                     if key.is("dryRun") {
-                        r.read_once(&mut dry_run, "dryRun")?;
+                        r.read_once(&mut req.dry_run, "dryRun")?;
                     }
                     Ok(json::Walk::Next)
                 })?;
-                req.dry_run = dry_run;
                 req.rest = None;
             }
-            request = Some(Some(req));
         }
         Ok(json::Walk::Next)
     })?;
@@ -342,15 +332,7 @@ fn read_request<'a>(r: &mut json::Reader<'a>) -> Result<RequestIn<'a>, json::Err
         } else if key.is("dryRun") {
             r.read_once(&mut dry_run, "dryRun")?;
         } else if key.is("object") {
-            let at = r.at();
-            if object.is_some() {
-                return json::duplicate(at, "object");
-            }
-            object = Some(if r.null() {
-                None
-            } else {
-                Some(SecretObject::read(r)?)
-            });
+            r.once(&mut object, "object", |r| r.nullable(SecretObject::read))?;
         }
         // Everything the webhook uses is read, whatever comes next (only `dryRun` matters).
         let all = uid.is_some()

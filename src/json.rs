@@ -264,12 +264,33 @@ impl<'a> Reader<'a> {
         slot: &mut Option<T>,
         name: &'static str,
     ) -> Result<(), Error> {
+        self.once(slot, name, |r| r.read())
+    }
+
+    /// The next value, read by `read`, into a field that may be given once.
+    pub fn once<T>(
+        &mut self,
+        slot: &mut Option<T>,
+        name: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<(), Error> {
         let at = self.at();
         if slot.is_some() {
             return duplicate(at, name);
         }
-        *slot = Some(self.read()?);
+        *slot = Some(read(self)?);
         Ok(())
+    }
+
+    /// `None` for `null`, else the next value as `read` reads it (serde's `Option`).
+    pub fn nullable<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        if self.null() {
+            return Ok(None);
+        }
+        read(self).map(Some)
     }
 
     /// Calls `member` for each member of the object that comes next, with the reader at the
@@ -380,7 +401,7 @@ fn without_position(e: &serde_json::Error) -> String {
 }
 
 /// A field given twice: an error, as serde's derived structs have it.
-pub fn duplicate<T>(at: usize, name: &'static str) -> Result<T, Error> {
+fn duplicate<T>(at: usize, name: &'static str) -> Result<T, Error> {
     err(at, format!("duplicate field `{name}`"))
 }
 

@@ -150,11 +150,7 @@ impl SecretObject {
         let (mut metadata, mut type_, mut data) = (None, None, None);
         r.object(|r, key| {
             if key.is("metadata") {
-                let at = r.at();
-                if metadata.is_some() {
-                    return json::duplicate(at, "metadata");
-                }
-                metadata = Some(SecretMeta::read(r)?);
+                r.once(&mut metadata, "metadata", SecretMeta::read)?;
             } else if key.is("type") {
                 r.read_once(&mut type_, "type")?;
             } else if key.is("data") {
