@@ -281,9 +281,9 @@ fn read_review(body: &[u8]) -> Result<ReviewIn<'_>, json::Error> {
     let (mut api_version, mut kind, mut request) = (None, None, None);
     let ended = r.object(|r, key| {
         if key.is("apiVersion") {
-            r.read_once(&mut api_version, "apiVersion")?;
+            r.once(&mut api_version, "apiVersion", json::Reader::text)?;
         } else if key.is("kind") {
-            r.read_once(&mut kind, "kind")?;
+            r.once(&mut kind, "kind", json::Reader::text)?;
         } else if key.is("request") {
             r.once(&mut request, "request", |r| r.nullable(read_request))?;
             if let Some(Some(req)) = &mut request
@@ -320,15 +320,15 @@ fn read_request<'a>(r: &mut json::Reader<'a>) -> Result<RequestIn<'a>, json::Err
     let (mut operation, mut object, mut dry_run) = (None, None, None);
     let ended = r.object(|r, key| {
         if key.is("uid") {
-            r.read_once(&mut uid, "uid")?;
+            r.once(&mut uid, "uid", json::Reader::text)?;
         } else if key.is("kind") {
             r.read_once(&mut kind, "kind")?;
         } else if key.is("name") {
-            r.read_once(&mut name, "name")?;
+            r.once(&mut name, "name", json::Reader::text)?;
         } else if key.is("namespace") {
-            r.read_once(&mut namespace, "namespace")?;
+            r.once(&mut namespace, "namespace", |r| r.nullable(json::Reader::text))?;
         } else if key.is("operation") {
-            r.read_once(&mut operation, "operation")?;
+            r.once(&mut operation, "operation", json::Reader::text)?;
         } else if key.is("dryRun") {
             r.read_once(&mut dry_run, "dryRun")?;
         } else if key.is("object") {

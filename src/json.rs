@@ -40,6 +40,35 @@ fn err<T>(at: usize, what: impl Into<Cow<'static, str>>) -> Result<T, Error> {
     })
 }
 
+/// A string borrowed where it can be ([`Reader::text`]).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
 /// serde_json's own nesting limit.
 const MAX_DEPTH: u32 = 128;
 
@@ -256,6 +285,12 @@ impl<'a> Reader<'a> {
             }),
             None => err(at, "expected a value, found the end"),
         }
+    }
+
+    /// The next value as a string, borrowed from the document unless it holds escapes, as a
+    /// `#[serde(borrow)] Cow<str>` field reads it (serde's plain `Cow<str>` always copies).
+    pub fn text(&mut self) -> Result<Cow<'a, str>, Error> {
+        self.read::<Text<'a>>().map(|t| t.0)
     }
 
     /// [`Reader::read`] into a field that may be given once, as serde's derived structs have it.

@@ -276,3 +276,27 @@ fn reads_values_through_serde_json_with_the_documents_offsets() {
         assert_eq!(&doc[r.i..], rest, "{doc}");
     }
 }
+
+#[test]
+fn text_borrows_unless_the_string_has_escapes() {
+    // (document, the string read or the error, whether it is borrowed from the document)
+    let cases: [(&str, Result<&str, &str>, bool); 6] = [
+        (r#""abc""#, Ok("abc"), true),
+        (r#""""#, Ok(""), true),
+        (r#""日本""#, Ok("日本"), true),
+        (r#""a\"b""#, Ok("a\"b"), false),
+        (r#""\u00e9""#, Ok("é"), false),
+        ("5", Err("invalid type: integer `5`, expected a string"), false),
+    ];
+    for (doc, want, borrowed) in cases {
+        let got = Reader::new(doc.as_bytes()).text();
+        match (&got, want) {
+            (Ok(got), Ok(want)) => {
+                assert_eq!(got, want, "{doc}");
+                assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed, "{doc}");
+            }
+            (Err(e), Err(want)) => assert_eq!(e.what, want, "{doc}"),
+            _ => panic!("{doc}: {got:?}"),
+        }
+    }
+}
