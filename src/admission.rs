@@ -326,7 +326,9 @@ fn read_request<'a>(r: &mut json::Reader<'a>) -> Result<RequestIn<'a>, json::Err
         } else if key.is("name") {
             r.once(&mut name, "name", json::Reader::text)?;
         } else if key.is("namespace") {
-            r.once(&mut namespace, "namespace", |r| r.nullable(json::Reader::text))?;
+            r.once(&mut namespace, "namespace", |r| {
+                r.nullable(json::Reader::text)
+            })?;
         } else if key.is("operation") {
             r.once(&mut operation, "operation", json::Reader::text)?;
         } else if key.is("dryRun") {

@@ -40,8 +40,8 @@ fn err<T>(at: usize, what: impl Into<Cow<'static, str>>) -> Result<T, Error> {
     })
 }
 
-/// A string borrowed where it can be ([`Reader::text`]).
-struct Text<'a>(Cow<'a, str>);
+/// A string borrowed from the document where it can be ([`Reader::text`]), for map keys too.
+pub struct Text<'a>(pub Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for Text<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

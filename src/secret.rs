@@ -254,7 +254,8 @@ impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
         let mut kept = BTreeMap::new();
-        while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+        // Keys are borrowed: most are skipped, and serde's `Cow` would copy each one.
+        while let Some(json::Text(key)) = m.next_key()? {
             if (self.0)(&key) {
                 kept.insert(key.into_owned(), m.next_value::<String>()?);
             } else {
@@ -289,7 +290,8 @@ fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D:
             mut m: A,
         ) -> Result<Self::Value, A::Error> {
             let mut kept = Map::new();
-            while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+            // Keys are borrowed: most are skipped, and serde's `Cow` would copy each one.
+            while let Some(json::Text(key)) = m.next_key()? {
                 if READ_DATA_KEYS.contains(&&*key) {
                     kept.insert(key.into_owned(), m.next_value::<Value>()?);
                 } else {

@@ -286,7 +286,11 @@ fn text_borrows_unless_the_string_has_escapes() {
         (r#""日本""#, Ok("日本"), true),
         (r#""a\"b""#, Ok("a\"b"), false),
         (r#""\u00e9""#, Ok("é"), false),
-        ("5", Err("invalid type: integer `5`, expected a string"), false),
+        (
+            "5",
+            Err("invalid type: integer `5`, expected a string"),
+            false,
+        ),
     ];
     for (doc, want, borrowed) in cases {
         let got = Reader::new(doc.as_bytes()).text();
