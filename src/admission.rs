@@ -533,8 +533,11 @@ impl Webhook {
         let labels = self
             .namespace_labels(&policy, namespace, budget.saturating_sub(started.elapsed()))
             .await;
+        // No rule that could match selects by label: no lookup, and no map to allocate.
+        static NONE_NEEDED: BTreeMap<String, String> = BTreeMap::new();
         let labels = match &labels {
-            Ok(l) => Labels::Known(l),
+            Ok(Some(l)) => Labels::Known(l),
+            Ok(None) => Labels::Known(&NONE_NEEDED),
             Err(e) => Labels::Unknown(e),
         };
         // The namespace first: a secret no rule covers is refused whatever its content.
@@ -677,21 +680,22 @@ impl Webhook {
     }
 
     /// The namespace's labels if a rule that could match it selects by label (cached by the
-    /// source; bounded by what is left of the request's budget), else none needed.
+    /// source; bounded by what is left of the request's budget), else `None`: none needed.
     async fn namespace_labels(
         &self,
         policy: &Policy,
         namespace: &str,
         budget: Duration,
-    ) -> Result<crate::namespaces::Labels, String> {
+    ) -> Result<Option<crate::namespaces::Labels>, String> {
         if !policy.needs_labels(namespace) {
-            return Ok(Default::default());
+            return Ok(None);
         }
         let Some(source) = &self.namespace_labels else {
             return Err("no Kubernetes client to read them with".into());
         };
         tokio::time::timeout(budget, source.labels(namespace))
             .await
+            .map(|r| r.map(Some))
             .unwrap_or_else(|_| {
                 Err("no answer from the Kubernetes API within the request timeout".into())
             })
@@ -723,16 +727,25 @@ impl Webhook {
         keys: Vec<TokenKey>,
         budget: Duration,
     ) -> Vec<(TokenKey, Result<Served, TokenError>)> {
-        let mut found: Vec<(TokenKey, Option<Served>)> = Vec::with_capacity(keys.len());
+        // The usual case, every key a hit, builds the answer's list and nothing else.
+        let mut hits = Vec::with_capacity(keys.len());
+        let mut keys = keys.into_iter();
+        let mut found: Vec<(TokenKey, Option<Served>)> = loop {
+            let Some(key) = keys.next() else {
+                return hits;
+            };
+            if let Some(served) = self.tokens.cached(&key).await {
+                hits.push((key, Ok(served)));
+                continue;
+            }
+            let mut found = Vec::with_capacity(hits.len() + 1 + keys.len());
+            found.extend(hits.into_iter().map(|(k, s)| (k, s.ok())));
+            found.push((key, None));
+            break found;
+        };
         for key in keys {
             let hit = self.tokens.cached(&key).await;
             found.push((key, hit));
-        }
-        if found.iter().all(|(_, s)| s.is_some()) {
-            return found
-                .into_iter()
-                .filter_map(|(k, s)| Some((k, Ok(s?))))
-                .collect();
         }
         let deadline = tokio::time::Instant::now() + budget;
         let tasks: Vec<_> = found

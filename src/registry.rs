@@ -141,7 +141,12 @@ pub fn parse(input: &str) -> Result<Registry, HostError> {
         }
         None => authority,
     };
-    parse_host(&host.to_ascii_lowercase())
+    // Hosts are almost always lowercase already: copy only when one is not.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        parse_host(&host.to_ascii_lowercase())
+    } else {
+        parse_host(host)
+    }
 }
 
 fn parse_host(host: &str) -> Result<Registry, HostError> {
@@ -227,16 +232,23 @@ fn mismatch(region: &str, domain: &str) -> HostError {
 /// `us-east-1`, `us-gov-west-1`, `eu-isoe-west-1`, `eusc-de-east-1`: lowercase words joined by
 /// hyphens, the first alphabetic and the last a number.
 fn valid_region(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
-    parts.len() >= 3
-        && region.len() <= 32
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+    // Counted in place: this runs for every registry of every review.
+    let word = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    region.len() <= 32
+        && region.split('-').count() >= 3
+        && region.split('-').all(word)
+        && region
+            .split('-')
+            .next()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
+        && region
+            .rsplit('-')
+            .next()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Splits the `ecr-token-webhook/registries` annotation: comma- or whitespace-separated.
@@ -249,6 +261,31 @@ pub fn split_list(value: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_shapes() {
+        let cases = [
+            ("us-east-1", true),
+            ("us-gov-west-1", true),
+            ("eu-isoe-west-1", true),
+            ("eusc-de-east-1", true),
+            ("us-east", false),
+            ("us-east-x", false),
+            ("1s-east-1", false),
+            ("us--1", false),
+            ("-us-east-1", false),
+            ("us-east-1-", false),
+            ("us-East-1", false),
+            ("us_east_1", false),
+            ("", false),
+            ("a-b-1", true),
+            (&format!("{}-east-1", "a".repeat(25)), true),
+            (&format!("{}-east-1", "a".repeat(26)), false),
+        ];
+        for (region, ok) in cases {
+            assert_eq!(valid_region(region), ok, "{region}");
+        }
+    }
 
     fn ok(input: &str, account: &str, region: &str, partition: Partition, host: &str) {
         let r = parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));

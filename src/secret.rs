@@ -445,8 +445,11 @@ impl Plan {
     /// One token per region (and role): ECR tokens are regional, not per registry. ECR Public
     /// has a token of its own.
     pub fn token_keys(&self) -> Vec<TokenKey> {
-        let keys: BTreeSet<TokenKey> = self.registries.iter().map(|r| self.key_for(r)).collect();
-        keys.into_iter().collect()
+        // Sorted and deduplicated in a Vec: one allocation for the usual single key.
+        let mut keys: Vec<TokenKey> = self.registries.iter().map(|r| self.key_for(r)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// The token key that serves registry `r`.
