@@ -292,13 +292,16 @@ fn read_review(body: &[u8]) -> Result<ReviewIn<'_>, json::Error> {
                 if api_version.is_some() && kind.is_some() {
                     return Ok(json::Walk::Stop);
                 }
-                // Not in Go's order: the review's own fields are still to come.
+                // Not in Go's order: the review's own fields are still to come. `dryRun` is
+                // read as `read_request` reads it: `null` is absent, a second one an error.
+                let mut dry_run = req.dry_run.map(Some);
                 r.resume(|r, key| {
                     if key.is("dryRun") {
-                        r.read_once(&mut req.dry_run, "dryRun")?;
+                        r.read_once(&mut dry_run, "dryRun")?;
                     }
                     Ok(json::Walk::Next)
                 })?;
+                req.dry_run = dry_run.flatten();
                 req.rest = None;
             }
         }
@@ -1077,6 +1080,17 @@ mod tests {
         assert!(r.object.is_none() && r.namespace.is_none());
         let v = read_review(br#"{"apiVersion":"v","kind":"k","request":null}"#).unwrap();
         assert!(v.request.is_none());
+        // Not in Go's order, the review's fields after the request: dryRun reads the same.
+        for (dry_run, want) in [("null", Ok(None)), ("true", Ok(Some(true))), ("1", Err(()))] {
+            let body = format!(
+                r#"{{"request":{{"uid":"u","kind":{{}},"name":"n","namespace":"ns","operation":"X","object":null,"dryRun":{dry_run}}},"apiVersion":"v","kind":"k"}}"#
+            );
+            let got = read_review(body.as_bytes()).map(|v| v.request.and_then(|r| r.dry_run));
+            assert_eq!(got.map_err(|_| ()), want, "{dry_run}");
+            let serde = serde_json::from_str::<SerdeReview>(&body)
+                .map(|v| v.request.and_then(|r| r.dry_run));
+            assert_eq!(serde.map_err(|_| ()), want, "serde, {dry_run}");
+        }
     }
 
     #[test]
