@@ -232,23 +232,23 @@ fn mismatch(region: &str, domain: &str) -> HostError {
 /// `us-east-1`, `us-gov-west-1`, `eu-isoe-west-1`, `eusc-de-east-1`: lowercase words joined by
 /// hyphens, the first alphabetic and the last a number.
 fn valid_region(region: &str) -> bool {
-    // Counted in place: this runs for every registry of every review.
-    let word = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
-    region.len() <= 32
-        && region.split('-').count() >= 3
-        && region.split('-').all(word)
-        && region
-            .split('-')
-            .next()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
-        && region
-            .rsplit('-')
-            .next()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    // One pass, no list: this runs for every registry of every review.
+    if region.len() > 32 {
+        return false;
+    }
+    let (mut words, mut last) = (0, "");
+    for word in region.split('-') {
+        let letters_or_digits = word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let first_is_letters = words > 0 || word.bytes().all(|b| b.is_ascii_lowercase());
+        if word.is_empty() || !letters_or_digits || !first_is_letters {
+            return false;
+        }
+        words += 1;
+        last = word;
+    }
+    words >= 3 && last.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Splits the `ecr-token-webhook/registries` annotation: comma- or whitespace-separated.
