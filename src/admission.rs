@@ -149,7 +149,7 @@ impl EventSink {
 /// their patch is the same bytes each time. An entry holds its token, so it is used only while
 /// the cache hands out that very token; a new token replaces it.
 #[derive(Default)]
-struct PatchMemo(Mutex<HashMap<TokenKey, [Option<MemoEntry>; 8]>>);
+struct PatchMemo(Mutex<HashMap<TokenKey, [Option<MemoEntry>; 8], foldhash::fast::RandomState>>);
 
 /// A token and the encoded patch that writes it.
 type MemoEntry = (Arc<Token>, Arc<str>);

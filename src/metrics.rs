@@ -86,6 +86,9 @@ pub struct Metrics {
     ecr_requests: Family<EcrLabels, Counter>,
     ecr_duration: Histogram,
     cache_lookups: Family<CacheLabels, Counter>,
+    /// `cache_lookups{result="hit"}`, resolved once: every cache hit counts it, and the
+    /// family's lookup (a hash and a lock) was a measurable part of a hit.
+    cache_hits: Counter,
     token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     tls_reloads: Family<OutcomeLabels, Counter>,
     tls_renewals: Family<OutcomeLabels, Counter>,
@@ -139,6 +142,7 @@ impl Default for Metrics {
             "Token cache lookups: hit, miss, or stale (an older valid token served during an ECR failure)",
             cache_lookups.clone(),
         );
+        let cache_hits = cache_lookups.get_or_create_owned(&CacheLabels { result: "hit" });
         let token_expiry = Family::<TokenLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "token_expiry_seconds",
@@ -236,6 +240,7 @@ impl Default for Metrics {
             ecr_requests,
             ecr_duration,
             cache_lookups,
+            cache_hits,
             token_expiry,
         }
     }
@@ -267,6 +272,10 @@ impl Metrics {
             })
             .inc();
         self.ecr_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
     }
 
     pub fn cache_lookup(&self, result: &'static str) {
@@ -372,6 +381,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cache_hits_are_exported_before_the_first() {
+        let text = Metrics::default().render(&[]);
+        assert!(
+            text.contains("ecr_token_webhook_token_cache_lookups_total{result=\"hit\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn renders_prefixed_families() {
         let m = Metrics::default();
         m.admission(
@@ -382,6 +400,7 @@ mod tests {
         );
         m.ecr_call("us-east-1", "success", Duration::from_millis(40));
         m.cache_lookup("hit");
+        m.cache_hit();
         m.pass(
             3,
             1,
@@ -393,7 +412,8 @@ mod tests {
             "ecr_token_webhook_admission_requests_total{operation=\"CREATE\",kind=\"dockerconfigjson\",outcome=\"patched\"} 1",
             "ecr_token_webhook_admission_duration_seconds_count 1",
             "ecr_token_webhook_ecr_requests_total{region=\"us-east-1\",outcome=\"success\"} 1",
-            "ecr_token_webhook_token_cache_lookups_total{result=\"hit\"} 1",
+            // The hit counter resolved once is the family's own series, not a second one.
+            "ecr_token_webhook_token_cache_lookups_total{result=\"hit\"} 2",
             "ecr_token_webhook_token_expiry_seconds{region=\"us-east-1\",role_arn=\"\"} 3600.0",
             "ecr_token_webhook_secrets{state=\"fresh\"} 2",
             "ecr_token_webhook_secrets{state=\"expired\"} 0",
