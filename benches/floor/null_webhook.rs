@@ -22,6 +22,15 @@ use base64::Engine;
 use ecr_token_webhook::tls;
 use serde::Deserialize;
 
+// The same allocator as ecr-token-webhook's build, so the floor is the transport as it ships.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Deserialize)]
 struct Review<'a> {
     #[serde(borrow)]
