@@ -231,7 +231,7 @@ struct RequestIn<'a> {
     name: Cow<'a, str>,
     namespace: Option<Cow<'a, str>>,
     operation: Cow<'a, str>,
-    object: Option<SecretObject>,
+    object: Option<SecretObject<'a>>,
     /// A dry run is never persisted: it gets its answer but no Event ([`RequestIn::dry_run`]).
     dry_run: Option<bool>,
     /// Where the reading of the request stopped, if it stopped before its end.
@@ -898,7 +898,7 @@ mod tests {
         #[serde(borrow)]
         operation: Cow<'a, str>,
         #[serde(default)]
-        object: Option<SecretObject>,
+        object: Option<SecretObject<'a>>,
         #[serde(default, rename = "dryRun")]
         dry_run: Option<bool>,
     }

@@ -4,6 +4,7 @@
 //! strings (`stringData` is already folded in), and `data` or `metadata.annotations` may be
 //! missing. Only the keys the design names are written; everything else stays as it is.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
@@ -105,48 +106,134 @@ pub enum InputError {
 /// The parts of a Secret the webhook reads.
 #[derive(Debug)]
 pub struct SecretView<'a> {
-    pub labels: Option<&'a BTreeMap<String, String>>,
-    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub labels: Option<Strings<'a>>,
+    pub annotations: Option<Strings<'a>>,
     pub type_: Option<&'a str>,
     /// `None` when the object has no `data` (or `data: null`).
-    pub data: Option<&'a Map<String, Value>>,
+    data: Option<DataMap<'a>>,
     data_shape_ok: bool,
 }
 
+/// A map of strings, as kube's object holds it or as [`SecretObject`] read it.
+#[derive(Clone, Copy, Debug)]
+pub enum Strings<'a> {
+    Map(&'a BTreeMap<String, String>),
+    Read(&'a Pairs<'a>),
+}
+
+impl<'a> Strings<'a> {
+    pub fn get(self, key: &str) -> Option<&'a str> {
+        match self {
+            Strings::Map(m) => m.get(key).map(String::as_str),
+            Strings::Read(p) => p.get(key).map(|v| &**v),
+        }
+    }
+}
+
+/// `data`, as kube's object holds it or as [`SecretObject`] read it.
+#[derive(Clone, Copy, Debug)]
+enum DataMap<'a> {
+    Map(&'a Map<String, Value>),
+    Read(&'a Pairs<'a, DataValue<'a>>),
+}
+
+impl<'a> DataMap<'a> {
+    /// `Some(None)`: the key is there, but its value is not a string.
+    fn get(self, key: &str) -> Option<Option<&'a str>> {
+        match self {
+            DataMap::Map(m) => m.get(key).map(Value::as_str),
+            DataMap::Read(p) => p.get(key).map(|v| match v {
+                DataValue::Text(s) => Some(&**s),
+                DataValue::NotText => None,
+            }),
+        }
+    }
+}
+
+/// Pairs in the order read, each key once (a repeated key keeps its last value, as in a map).
+/// Few are kept (the webhook's own labels, annotations and data keys), so a list beats a map;
+/// keys and values borrow from the review unless they hold escapes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pairs<'a, V = Cow<'a, str>>(Vec<(Cow<'a, str>, V)>);
+
+impl<V> Default for Pairs<'_, V> {
+    fn default() -> Self {
+        Pairs(Vec::new())
+    }
+}
+
+impl<'a, V> Pairs<'a, V> {
+    fn insert(&mut self, key: Cow<'a, str>, value: V) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A value of `data` as read: a string (base64, decoded when used), or something else, which
+/// is an error only if the webhook reads that key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataValue<'a> {
+    Text(Cow<'a, str>),
+    NotText,
+}
+
+/// `data` as read: its kept keys, or a marker that it is not an object, so [`SecretView`]
+/// still refuses the shape.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SecretData<'a> {
+    Map(Pairs<'a, DataValue<'a>>),
+    NotAMap,
+}
+
 /// A Secret as the admission path parses it out of a review: only what the webhook reads is
-/// kept. The rest of the object (`managedFields`, other labels and annotations such as
-/// `last-applied-configuration`, data keys it never reads such as the old `password`) is skipped
-/// while parsing and never copied: the admission path's cost is mostly this parse.
+/// kept, borrowed from the review where it can be. The rest of the object (`managedFields`,
+/// other labels and annotations such as `last-applied-configuration`, data keys it never reads
+/// such as the old `password`) is skipped while parsing and never copied: the admission path's
+/// cost is mostly this parse.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct SecretObject {
-    #[serde(default)]
-    pub metadata: SecretMeta,
+pub struct SecretObject<'a> {
+    #[serde(default, borrow)]
+    pub metadata: SecretMeta<'a>,
     #[serde(default, rename = "type")]
     pub type_: Option<Value>,
-    #[serde(default, deserialize_with = "read_data")]
-    pub data: Option<Value>,
+    #[serde(default, borrow, deserialize_with = "read_data")]
+    pub data: Option<SecretData<'a>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct SecretMeta {
-    #[serde(default)]
-    pub namespace: Option<String>,
+pub struct SecretMeta<'a> {
+    #[serde(default, borrow, deserialize_with = "read_text")]
+    pub namespace: Option<Cow<'a, str>>,
     /// Absent on CREATE: the API server assigns it after admission.
-    #[serde(default)]
-    pub uid: Option<String>,
+    #[serde(default, borrow, deserialize_with = "read_text")]
+    pub uid: Option<Cow<'a, str>>,
     /// The labels the webhook reads; `Some` (maybe empty) when the object has labels.
-    #[serde(default, deserialize_with = "read_labels")]
-    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, borrow, deserialize_with = "read_labels")]
+    pub labels: Option<Pairs<'a>>,
     /// The webhook's own annotations; `Some` (maybe empty) when the object has annotations, so
     /// a patch still knows whether the map exists.
-    #[serde(default, deserialize_with = "read_annotations")]
-    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, borrow, deserialize_with = "read_annotations")]
+    pub annotations: Option<Pairs<'a>>,
 }
 
-impl SecretObject {
+impl<'a> SecretObject<'a> {
     /// Reads the object at `r` as the derived `Deserialize` would, but skips what it does not
     /// keep (`managedFields` above all) structurally ([`json::Reader`]) instead of parsing it.
-    pub fn read(r: &mut json::Reader<'_>) -> Result<Self, json::Error> {
+    pub fn read(r: &mut json::Reader<'a>) -> Result<Self, json::Error> {
         let (mut metadata, mut type_, mut data) = (None, None, None);
         r.object(|r, key| {
             if key.is("metadata") {
@@ -166,8 +253,8 @@ impl SecretObject {
     }
 }
 
-impl SecretMeta {
-    fn read(r: &mut json::Reader<'_>) -> Result<Self, json::Error> {
+impl<'a> SecretMeta<'a> {
+    fn read(r: &mut json::Reader<'a>) -> Result<Self, json::Error> {
         let (mut namespace, mut uid, mut labels, mut annotations) = (None, None, None, None);
         r.object(|r, key| {
             if key.is("namespace") {
@@ -182,8 +269,8 @@ impl SecretMeta {
             Ok(json::Walk::Next)
         })?;
         Ok(SecretMeta {
-            namespace: namespace.flatten(),
-            uid: uid.flatten(),
+            namespace: namespace.and_then(|OptText(t)| t),
+            uid: uid.and_then(|OptText(t)| t),
             labels: labels.and_then(|Labels(l)| l),
             annotations: annotations.and_then(|Annotations(a)| a),
         })
@@ -191,23 +278,30 @@ impl SecretMeta {
 }
 
 /// The fields read with a `deserialize_with` function, as types [`json::Reader::read`] takes.
-struct Labels(Option<BTreeMap<String, String>>);
-struct Annotations(Option<BTreeMap<String, String>>);
-struct Data(Option<Value>);
+struct OptText<'a>(Option<Cow<'a, str>>);
+struct Labels<'a>(Option<Pairs<'a>>);
+struct Annotations<'a>(Option<Pairs<'a>>);
+struct Data<'a>(Option<SecretData<'a>>);
 
-impl<'de> serde::Deserialize<'de> for Labels {
+impl<'de> serde::Deserialize<'de> for OptText<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        read_text(d).map(OptText)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Labels<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         read_labels(d).map(Labels)
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Annotations {
+impl<'de> serde::Deserialize<'de> for Annotations<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         read_annotations(d).map(Annotations)
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Data {
+impl<'de> serde::Deserialize<'de> for Data<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         read_data(d).map(Data)
     }
@@ -216,9 +310,13 @@ impl<'de> serde::Deserialize<'de> for Data {
 /// The data keys any secret kind reads.
 const READ_DATA_KEYS: [&str; 3] = ["url", ".dockerconfigjson", ".dockercfg"];
 
-fn read_labels<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+/// An optional string, borrowed where it can be (serde's `Cow` always copies).
+fn read_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    let text: Option<json::Text> = serde::Deserialize::deserialize(d)?;
+    Ok(text.map(|json::Text(t)| t))
+}
+
+fn read_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Pairs<'de>>, D::Error> {
     d.deserialize_option(FilteredMap(|k: &str| {
         k == INJECT_LABEL || k == ARGOCD_SECRET_TYPE_LABEL
     }))
@@ -226,7 +324,7 @@ fn read_labels<'de, D: serde::Deserializer<'de>>(
 
 fn read_annotations<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+) -> Result<Option<Pairs<'de>>, D::Error> {
     d.deserialize_option(FilteredMap(|k: &str| k.starts_with("ecr-token-webhook/")))
 }
 
@@ -234,7 +332,7 @@ fn read_annotations<'de, D: serde::Deserializer<'de>>(
 struct FilteredMap<F>(F);
 
 impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
-    type Value = Option<BTreeMap<String, String>>;
+    type Value = Option<Pairs<'de>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a map of strings")
@@ -253,11 +351,11 @@ impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-        let mut kept = BTreeMap::new();
-        // Keys are borrowed: most are skipped, and serde's `Cow` would copy each one.
+        let mut kept = Pairs::default();
         while let Some(json::Text(key)) = m.next_key()? {
             if (self.0)(&key) {
-                kept.insert(key.into_owned(), m.next_value::<String>()?);
+                let json::Text(value) = m.next_value()?;
+                kept.insert(key, value);
             } else {
                 m.next_value::<serde::de::IgnoredAny>()?;
             }
@@ -266,12 +364,89 @@ impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for DataValue<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = DataValue<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a data value")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(DataValue::Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(DataValue::Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(DataValue::Text(Cow::Owned(v)))
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(DataValue::NotText)
+            }
+
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(DataValue::NotText)
+            }
+
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d)
+                    .map(|_| DataValue::NotText)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(DataValue::NotText)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(DataValue::NotText)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(DataValue::NotText)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(DataValue::NotText)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Self::Value, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(DataValue::NotText)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(DataValue::NotText)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 /// `data` with only the keys in [`READ_DATA_KEYS`]; anything but a map or null is kept as a
-/// marker that is not an object, so [`SecretView`] still refuses the shape.
-fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+/// marker that it is not an object, so [`SecretView`] still refuses the shape.
+fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretData<'de>>, D::Error> {
     struct DataVisitor;
     impl<'de> serde::de::Visitor<'de> for DataVisitor {
-        type Value = Option<Value>;
+        type Value = Option<SecretData<'de>>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("secret data")
@@ -289,16 +464,16 @@ fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D:
             self,
             mut m: A,
         ) -> Result<Self::Value, A::Error> {
-            let mut kept = Map::new();
-            // Keys are borrowed: most are skipped, and serde's `Cow` would copy each one.
+            let mut kept = Pairs::default();
             while let Some(json::Text(key)) = m.next_key()? {
                 if READ_DATA_KEYS.contains(&&*key) {
-                    kept.insert(key.into_owned(), m.next_value::<Value>()?);
+                    let value = m.next_value()?;
+                    kept.insert(key, value);
                 } else {
                     m.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
-            Ok(Some(Value::Object(kept)))
+            Ok(Some(SecretData::Map(kept)))
         }
 
         fn visit_seq<A: serde::de::SeqAccess<'de>>(
@@ -306,27 +481,27 @@ fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D:
             mut s: A,
         ) -> Result<Self::Value, A::Error> {
             while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(Some(Value::Bool(false)))
+            Ok(Some(SecretData::NotAMap))
         }
 
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Some(Value::Bool(false)))
+            Ok(Some(SecretData::NotAMap))
         }
 
         fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Some(Value::Bool(false)))
+            Ok(Some(SecretData::NotAMap))
         }
 
         fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Some(Value::Bool(false)))
+            Ok(Some(SecretData::NotAMap))
         }
 
         fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Some(Value::Bool(false)))
+            Ok(Some(SecretData::NotAMap))
         }
 
         fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(Some(Value::Bool(false)))
+            Ok(Some(SecretData::NotAMap))
         }
     }
     d.deserialize_any(DataVisitor)
@@ -334,49 +509,41 @@ fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D:
 
 impl<'a> SecretView<'a> {
     pub fn new(obj: &'a DynamicObject) -> Self {
-        Self::from_parts(
-            obj.metadata.labels.as_ref(),
-            obj.metadata.annotations.as_ref(),
-            obj.data.get("type"),
-            obj.data.get("data"),
-        )
-    }
-
-    pub fn from_object(obj: &'a SecretObject) -> Self {
-        Self::from_parts(
-            obj.metadata.labels.as_ref(),
-            obj.metadata.annotations.as_ref(),
-            obj.type_.as_ref(),
-            obj.data.as_ref(),
-        )
-    }
-
-    fn from_parts(
-        labels: Option<&'a BTreeMap<String, String>>,
-        annotations: Option<&'a BTreeMap<String, String>>,
-        type_: Option<&'a Value>,
-        data: Option<&'a Value>,
-    ) -> Self {
-        let (data, data_shape_ok) = match data {
+        let (data, data_shape_ok) = match obj.data.get("data") {
             None | Some(Value::Null) => (None, true),
-            Some(Value::Object(m)) => (Some(m), true),
+            Some(Value::Object(m)) => (Some(DataMap::Map(m)), true),
             Some(_) => (None, false),
         };
         SecretView {
-            labels,
-            annotations,
-            type_: type_.and_then(Value::as_str),
+            labels: obj.metadata.labels.as_ref().map(Strings::Map),
+            annotations: obj.metadata.annotations.as_ref().map(Strings::Map),
+            type_: obj.data.get("type").and_then(Value::as_str),
+            data,
+            data_shape_ok,
+        }
+    }
+
+    pub fn from_object(obj: &'a SecretObject<'a>) -> Self {
+        let (data, data_shape_ok) = match &obj.data {
+            None => (None, true),
+            Some(SecretData::Map(p)) => (Some(DataMap::Read(p)), true),
+            Some(SecretData::NotAMap) => (None, false),
+        };
+        SecretView {
+            labels: obj.metadata.labels.as_ref().map(Strings::Read),
+            annotations: obj.metadata.annotations.as_ref().map(Strings::Read),
+            type_: obj.type_.as_ref().and_then(Value::as_str),
             data,
             data_shape_ok,
         }
     }
 
     pub fn label(&self, key: &str) -> Option<&'a str> {
-        self.labels?.get(key).map(String::as_str)
+        self.labels?.get(key)
     }
 
     pub fn annotation(&self, key: &str) -> Option<&'a str> {
-        self.annotations?.get(key).map(String::as_str)
+        self.annotations?.get(key)
     }
 
     pub fn opted_in(&self) -> bool {
@@ -407,9 +574,7 @@ impl<'a> SecretView<'a> {
         let Some(v) = self.data.and_then(|d| d.get(key)) else {
             return Ok(None);
         };
-        let s = v
-            .as_str()
-            .ok_or_else(|| InputError::NotString(key.to_string()))?;
+        let s = v.ok_or_else(|| InputError::NotString(key.to_string()))?;
         B64.decode(s)
             .map(Some)
             .map_err(|_| InputError::Base64(key.to_string()))

@@ -777,7 +777,10 @@ fn the_admission_parse_reads_the_same_secret_as_the_whole_object() {
     let tokens = Tokens::new();
     for obj in &cases {
         let whole = object(obj.clone());
-        let read: SecretObject = serde_json::from_value(obj.clone()).expect("admission parse");
+        // As the admission path reads it: borrowed from the bytes.
+        let text = obj.to_string();
+        let read =
+            SecretObject::read(&mut json::Reader::new(text.as_bytes())).expect("admission parse");
         let (a, b) = (SecretView::new(&whole), SecretView::from_object(&read));
         assert_eq!(a.opted_in(), b.opted_in(), "{obj}");
         assert_eq!(a.kind(), b.kind(), "{obj}");
@@ -799,11 +802,107 @@ fn the_admission_parse_reads_the_same_secret_as_the_whole_object() {
         }
     }
     // Only what it reads is kept: no copy of the foreign annotations, labels or data.
-    let read: SecretObject = serde_json::from_value(cases[0].clone()).expect("parse");
+    let text = cases[0].to_string();
+    let read = SecretObject::read(&mut json::Reader::new(text.as_bytes())).expect("parse");
     let ann = read.metadata.annotations.expect("has annotations");
     assert!(ann.is_empty(), "{ann:?}");
     let labels = read.metadata.labels.expect("has labels");
     assert_eq!(labels.len(), 2, "{labels:?}");
     let data = read.data.expect("has data");
-    assert_eq!(data.as_object().map(|m| m.len()), Some(1), "{data}");
+    assert!(
+        matches!(&data, SecretData::Map(m) if m.len() == 1),
+        "{data:?}"
+    );
+}
+
+/// What the admission path keeps of a secret's maps, and how: a repeated key keeps its last
+/// value, as a map would; strings borrow from the review unless they hold escapes; a data value
+/// that is not a string is kept as such, an error only when the webhook reads that key.
+#[test]
+fn read_keeps_pairs_as_a_map_would() {
+    let text = r#"{"metadata":{"namespace":"argocd","uid":"u\u0031",
+        "labels":{"ecr-token-webhook/inject":"false","other":"x","ecr-token-webhook/inject":"true"},
+        "annotations":{"ecr-token-webhook/registries":"a\/b","kubectl.kubernetes.io/x":"{}"}},
+        "type":"Opaque",
+        "data":{"url":"dXJs","password":"cA==",".dockercfg":null,".dockerconfigjson":{"a":[1]}}}"#;
+    let obj = SecretObject::read(&mut json::Reader::new(text.as_bytes())).expect("read");
+    let borrowed = |c: &Cow<str>| matches!(c, Cow::Borrowed(_));
+    let meta = &obj.metadata;
+    assert!(
+        meta.namespace
+            .as_ref()
+            .is_some_and(|n| n == "argocd" && borrowed(n))
+    );
+    assert!(meta.uid.as_ref().is_some_and(|u| u == "u1" && !borrowed(u)));
+    let labels = meta.labels.as_ref().expect("labels");
+    assert_eq!(labels.len(), 1, "{labels:?}");
+    assert!(
+        labels
+            .get(INJECT_LABEL)
+            .is_some_and(|v| v == "true" && borrowed(v))
+    );
+    let annotations = meta.annotations.as_ref().expect("annotations");
+    assert_eq!(annotations.len(), 1, "{annotations:?}");
+    assert!(
+        annotations
+            .get(REGISTRIES_ANNOTATION)
+            .is_some_and(|v| v == "a/b" && !borrowed(v))
+    );
+    let Some(SecretData::Map(data)) = &obj.data else {
+        panic!("{:?}", obj.data)
+    };
+    assert_eq!(data.len(), 3, "{data:?}");
+    assert!(matches!(
+        data.get("url"),
+        Some(DataValue::Text(Cow::Borrowed("dXJs")))
+    ));
+    assert_eq!(data.get(".dockercfg"), Some(&DataValue::NotText));
+    assert_eq!(data.get(".dockerconfigjson"), Some(&DataValue::NotText));
+
+    let view = SecretView::from_object(&obj);
+    assert!(view.opted_in());
+    assert_eq!(view.annotation(REGISTRIES_ANNOTATION), Some("a/b"));
+    assert_eq!(view.decoded("url"), Ok(Some(b"url".to_vec())));
+    assert_eq!(view.decoded("password"), Ok(None));
+    assert_eq!(
+        view.decoded(".dockercfg"),
+        Err(InputError::NotString(".dockercfg".into()))
+    );
+}
+
+/// A data value as read: a string, or anything else (consumed whole, so the walk goes on).
+#[test]
+fn data_values_are_strings_or_not() {
+    for (json, want) in [
+        (r#""eA==""#, Some("eA==")),
+        (r#""e\u0041==""#, Some("eA==")),
+        ("null", None),
+        ("true", None),
+        ("1", None),
+        ("-1", None),
+        ("1.5", None),
+        ("[1, {\"a\": []}]", None),
+        (r#"{"a": [1, {"b": null}]}"#, None),
+    ] {
+        let got: DataValue = serde_json::from_str(json).expect(json);
+        let got = match &got {
+            DataValue::Text(t) => Some(&**t),
+            DataValue::NotText => None,
+        };
+        assert_eq!(got, want, "{json}");
+    }
+    // Anything else than a map or null for `data` is a shape the view refuses.
+    for (json, shape) in [
+        (r#"{"data": null}"#, None),
+        (r#"{"data": {}}"#, Some(true)),
+        (r#"{"data": "x"}"#, Some(false)),
+        (r#"{"data": [1]}"#, Some(false)),
+        (r#"{"data": 1}"#, Some(false)),
+    ] {
+        let obj = SecretObject::read(&mut json::Reader::new(json.as_bytes())).expect(json);
+        let got = obj.data.as_ref().map(|d| matches!(d, SecretData::Map(_)));
+        assert_eq!(got, shape, "{json}");
+        let refused = SecretView::from_object(&obj).decoded("url") == Err(InputError::DataShape);
+        assert_eq!(refused, shape == Some(false), "{json}");
+    }
 }
