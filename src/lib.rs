@@ -6,6 +6,20 @@
 //! [`admission`], which joins them.
 #![forbid(unsafe_code)]
 
+// The global allocator is chosen here, in the library, so the binary and the benchmark floor
+// (benches/floor/null_webhook.rs) that links it always run on the same one. The C library's by
+// default; see README, Benchmarks, for what each measured.
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("features \"mimalloc\" and \"jemalloc\" each set the global allocator: pick one");
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod admission;
 pub mod cli;
 pub mod ecr;

@@ -22,17 +22,6 @@ use ecr_token_webhook::token::{CacheConfig, TokenCache};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
-compile_error!("features \"mimalloc\" and \"jemalloc\" each set the global allocator: pick one");
-
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     // kube and the AWS SDK could each bring a crypto provider; pick one before any TLS is set up.
     if rustls::crypto::aws_lc_rs::default_provider()

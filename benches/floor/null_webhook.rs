@@ -7,6 +7,7 @@
 //!
 //! It writes a CA to DIR/ca.crt for the client, prints `listening ADDR`, and runs until killed.
 //! Reading the uid means scanning the whole body, as any webhook must; nothing else is parsed.
+//! It links the library, so it runs on the same global allocator as ecr-token-webhook's build.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,15 +22,6 @@ use axum::routing::post;
 use base64::Engine;
 use ecr_token_webhook::tls;
 use serde::Deserialize;
-
-// The same allocator as ecr-token-webhook's build, so the floor is the transport as it ships.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Deserialize)]
 struct Review<'a> {
