@@ -367,8 +367,9 @@ fn read_request<'a>(r: &mut json::Reader<'a>) -> Result<RequestIn<'a>, json::Err
 
 /// The webhook's answer to one review.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    uid: String,
+pub struct Answer<'a> {
+    /// Borrowed from the review's body where the request's uid is.
+    uid: Cow<'a, str>,
     allowed: bool,
     /// Why the write is denied (only when not allowed).
     message: Option<String>,
@@ -377,10 +378,10 @@ pub struct Answer {
     warnings: Vec<String>,
 }
 
-impl Answer {
-    fn allow(uid: &str) -> Answer {
+impl<'a> Answer<'a> {
+    fn allow(uid: impl Into<Cow<'a, str>>) -> Self {
         Answer {
-            uid: uid.to_string(),
+            uid: uid.into(),
             allowed: true,
             message: None,
             patch: None,
@@ -393,14 +394,14 @@ impl Answer {
             .push(format!("{WARNING_PREFIX}{}", message.as_ref()));
     }
 
-    fn deny(mut self, reason: String) -> Answer {
+    fn deny(mut self, reason: String) -> Self {
         self.allowed = false;
         self.message = Some(reason);
         self.patch = None;
         self
     }
 
-    fn with_patch(mut self, patch: &json_patch::Patch) -> Answer {
+    fn with_patch(mut self, patch: &json_patch::Patch) -> Self {
         match encode_patch(patch) {
             Ok(encoded) => self.patch = Some(encoded),
             // Plain data cannot fail to serialize; if it ever did, say so rather than panic.
@@ -460,7 +461,11 @@ impl Webhook {
 
     /// Answers one AdmissionReview body. Only a body that is not a v1 AdmissionReview with a
     /// request is an error (HTTP 400); everything else gets an answer.
-    pub async fn review(&self, body: &[u8], budget: Duration) -> Result<Answer, BadReview> {
+    pub async fn review<'b>(
+        &self,
+        body: &'b [u8],
+        budget: Duration,
+    ) -> Result<Answer<'b>, BadReview> {
         let started = Instant::now();
         let review =
             read_review(body).map_err(|e| BadReview(format!("malformed AdmissionReview: {e}")))?;
@@ -497,13 +502,13 @@ impl Webhook {
         Ok(answer)
     }
 
-    async fn decide(
+    async fn decide<'b>(
         &self,
-        req: &RequestIn<'_>,
+        req: &RequestIn<'b>,
         budget: Duration,
         started: Instant,
-    ) -> (Answer, &'static str, Outcome) {
-        let mut answer = Answer::allow(&req.uid);
+    ) -> (Answer<'b>, &'static str, Outcome) {
+        let mut answer = Answer::allow(req.uid.clone());
         if !matches!(&*req.operation, "CREATE" | "UPDATE") {
             return (answer, "none", Outcome::Skipped);
         }
@@ -706,13 +711,13 @@ impl Webhook {
 
     /// A policy refusal: no token, the `error` annotation and a warning that name the rule, and
     /// the refusal counted by rule.
-    fn refused(
+    fn refused<'b>(
         &self,
-        answer: Answer,
+        answer: Answer<'b>,
         view: &SecretView,
         kind: &'static str,
         refusal: &Refusal,
-    ) -> (Answer, &'static str, Outcome) {
+    ) -> (Answer<'b>, &'static str, Outcome) {
         self.metrics
             .policy_refusal(refusal.rule_label(), refusal.reason.metric_label());
         (
@@ -821,7 +826,7 @@ fn encode_patch(patch: &json_patch::Patch) -> serde_json::Result<Arc<str>> {
 }
 
 /// Allowed, with a warning and the `error` annotation: the secret keeps what it had.
-fn with_error(mut answer: Answer, view: &SecretView, reason: &str) -> Answer {
+fn with_error<'a>(mut answer: Answer<'a>, view: &SecretView, reason: &str) -> Answer<'a> {
     answer.warn(reason);
     let patch = secret::error_patch(view, reason);
     answer.with_patch(&patch)
@@ -830,7 +835,7 @@ fn with_error(mut answer: Answer, view: &SecretView, reason: &str) -> Answer {
 /// The answer as the API server reads it, written once straight into the buffer: the patch in
 /// base64 (the documented form; a byte array would be four times the size), a denial as a 403
 /// status with the reason. The patch is base64, which needs no escaping, so it is copied as is.
-pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
+pub fn to_json(answer: &Answer<'_>) -> serde_json::Result<Vec<u8>> {
     let patch = answer.patch.as_deref();
     let mut buf = Vec::with_capacity(
         256 + answer.uid.len()

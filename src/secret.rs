@@ -183,8 +183,8 @@ impl<'a, V> Pairs<'a, V> {
     }
 }
 
-/// A value of `data` as read: a string (base64, decoded when used), or something else, which
-/// is an error only if the webhook reads that key.
+/// A value of `data` (or `type`) as read: a string, or something else, which is an error only
+/// if the webhook reads that key.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataValue<'a> {
     Text(Cow<'a, str>),
@@ -208,8 +208,9 @@ pub enum SecretData<'a> {
 pub struct SecretObject<'a> {
     #[serde(default, borrow)]
     pub metadata: SecretMeta<'a>,
-    #[serde(default, rename = "type")]
-    pub type_: Option<Value>,
+    /// A `type` that is not a string reads as none, as it does from kube's object.
+    #[serde(default, borrow, rename = "type")]
+    pub type_: Option<DataValue<'a>>,
     #[serde(default, borrow, deserialize_with = "read_data")]
     pub data: Option<SecretData<'a>>,
 }
@@ -364,11 +365,11 @@ impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for DataValue<'de> {
+impl<'de: 'a, 'a> serde::Deserialize<'de> for DataValue<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = DataValue<'de>;
+        struct Visit<'a>(std::marker::PhantomData<DataValue<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = DataValue<'a>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a data value")
@@ -437,7 +438,7 @@ impl<'de> serde::Deserialize<'de> for DataValue<'de> {
                 Ok(DataValue::NotText)
             }
         }
-        d.deserialize_any(Visit)
+        d.deserialize_any(Visit(std::marker::PhantomData))
     }
 }
 
@@ -532,7 +533,10 @@ impl<'a> SecretView<'a> {
         SecretView {
             labels: obj.metadata.labels.as_ref().map(Strings::Read),
             annotations: obj.metadata.annotations.as_ref().map(Strings::Read),
-            type_: obj.type_.as_ref().and_then(Value::as_str),
+            type_: match &obj.type_ {
+                Some(DataValue::Text(t)) => Some(t),
+                _ => None,
+            },
             data,
             data_shape_ok,
         }

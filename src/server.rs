@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
@@ -48,12 +48,9 @@ pub fn webhook_router(webhook: Arc<Webhook>) -> Router {
         .with_state(webhook)
 }
 
-async fn mutate(
-    State(webhook): State<Arc<Webhook>>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
-    let budget = budget_for(timeout_from_query(query.as_deref()));
+async fn mutate(State(webhook): State<Arc<Webhook>>, uri: Uri, body: Bytes) -> Response {
+    // The query borrowed from the request's URI (`RawQuery` would copy it for every request).
+    let budget = budget_for(timeout_from_query(uri.query()));
     match webhook.review(&body, budget).await {
         Ok(answer) => match to_json(&answer) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),

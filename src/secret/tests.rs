@@ -906,3 +906,22 @@ fn data_values_are_strings_or_not() {
         assert_eq!(refused, shape == Some(false), "{json}");
     }
 }
+
+/// `type` as the admission path reads it: a string, borrowed; anything else is no type, as it
+/// is from kube's object.
+#[test]
+fn type_reads_as_kube_reads_it() {
+    for (json, want) in [
+        (r#"{"type": "kubernetes.io/basic-auth"}"#, Some(BASIC_AUTH)),
+        (r#"{"type": "kubernetes.io\/basic-auth"}"#, Some(BASIC_AUTH)),
+        (r#"{"type": null}"#, None),
+        (r#"{"type": 5}"#, None),
+        (r#"{"type": {"a": "b"}}"#, None),
+        (r#"{}"#, None),
+    ] {
+        let obj = SecretObject::read(&mut json::Reader::new(json.as_bytes())).expect(json);
+        let whole = object(serde_json::from_str(json).expect(json));
+        assert_eq!(SecretView::from_object(&obj).type_, want, "{json}");
+        assert_eq!(SecretView::new(&whole).type_, want, "{json}");
+    }
+}
