@@ -832,40 +832,71 @@ fn with_error<'a>(mut answer: Answer<'a>, view: &SecretView, reason: &str) -> An
     answer.with_patch(&patch)
 }
 
-/// The answer as the API server reads it, written once straight into the buffer: the patch in
-/// base64 (the documented form; a byte array would be four times the size), a denial as a 403
-/// status with the reason. The patch is base64, which needs no escaping, so it is copied as is.
-pub fn to_json(answer: &Answer<'_>) -> serde_json::Result<Vec<u8>> {
-    let patch = answer.patch.as_deref();
-    let mut buf = Vec::with_capacity(
-        256 + answer.uid.len()
-            + patch.map_or(0, str::len)
-            + answer.warnings.iter().map(|w| w.len() + 4).sum::<usize>(),
-    );
-    buf.extend_from_slice(
+/// The answer as the API server reads it, in three parts so the memoized patch is never
+/// copied: the bytes before the patch, the patch (shared with the memo), the bytes after. The
+/// patch is base64 (the documented form; a byte array would be four times the size), which
+/// needs no escaping; a denial is a 403 status with the reason.
+#[derive(Debug)]
+pub struct AnswerParts {
+    pub head: Vec<u8>,
+    pub patch: Option<Arc<str>>,
+    pub tail: Cow<'static, [u8]>,
+}
+
+impl AnswerParts {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.patch.as_deref().map_or(0, str::len) + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub fn to_parts(answer: &Answer) -> serde_json::Result<AnswerParts> {
+    let mut head = Vec::with_capacity(160 + answer.uid.len());
+    head.extend_from_slice(
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
     );
-    serde_json::to_writer(&mut buf, &answer.uid)?;
-    buf.extend_from_slice(if answer.allowed {
+    serde_json::to_writer(&mut head, &answer.uid)?;
+    head.extend_from_slice(if answer.allowed {
         br#","allowed":true"#
     } else {
         br#","allowed":false"#
     });
     if let Some(message) = &answer.message {
-        buf.extend_from_slice(br#","status":{"code":403,"message":"#);
-        serde_json::to_writer(&mut buf, message)?;
-        buf.push(b'}');
+        head.extend_from_slice(br#","status":{"code":403,"message":"#);
+        serde_json::to_writer(&mut head, message)?;
+        head.push(b'}');
     }
-    if let Some(patch) = patch {
-        buf.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
-        buf.extend_from_slice(patch.as_bytes());
-        buf.push(b'"');
+    let patch = answer.patch.clone();
+    if patch.is_some() {
+        head.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
     }
-    if !answer.warnings.is_empty() {
-        buf.extend_from_slice(br#","warnings":"#);
-        serde_json::to_writer(&mut buf, &answer.warnings)?;
-    }
-    buf.extend_from_slice(b"}}");
+    let close: &'static [u8] = if patch.is_some() { b"\"}}" } else { b"}}" };
+    let tail = if answer.warnings.is_empty() {
+        Cow::Borrowed(close)
+    } else {
+        let mut tail =
+            Vec::with_capacity(16 + answer.warnings.iter().map(|w| w.len() + 4).sum::<usize>());
+        if patch.is_some() {
+            tail.push(b'"');
+        }
+        tail.extend_from_slice(br#","warnings":"#);
+        serde_json::to_writer(&mut tail, &answer.warnings)?;
+        tail.extend_from_slice(b"}}");
+        Cow::Owned(tail)
+    };
+    Ok(AnswerParts { head, patch, tail })
+}
+
+/// The answer's bytes in one buffer ([`to_parts`] joined).
+pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
+    let parts = to_parts(answer)?;
+    let mut buf = Vec::with_capacity(parts.len());
+    buf.extend_from_slice(&parts.head);
+    buf.extend_from_slice(parts.patch.as_deref().unwrap_or_default().as_bytes());
+    buf.extend_from_slice(&parts.tail);
     Ok(buf)
 }
 
