@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "kube"), str(REPO / "tests" / "manifests")]
 
-from cluster import CA, Cluster, Proc, clean_env, free_port, until, write  # noqa: E402
+from cluster import CA, Cluster, Proc, clean_env, free_ports, until, write  # noqa: E402
 from conftest import APISERVER_ARGS  # noqa: E402
 from manifest_checks import find_kubectl  # noqa: E402
 
@@ -94,7 +94,7 @@ def main() -> int:
     procs: list[Proc] = []
     try:
         c.start(APISERVER_ARGS)
-        ecr_port, ours_port, metrics_port, null_port = free_port(), free_port(), free_port(), free_port()
+        ecr_port, ours_port, metrics_port, null_port = free_ports(4)
         procs.append(Proc.start("ecr", [sys.executable, str(REPO / "scripts/load/fake_ecr.py"), str(ecr_port)],
                                 work / "ecr.log", clean_env(), REPO))
         ca = CA("bench-webhook-ca")

@@ -58,10 +58,21 @@ def until(what: str, check: Callable[[], T | None], timeout: float, interval: fl
         time.sleep(interval)
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports on 127.0.0.1. All are held until all are chosen: the kernel may
+    hand out a port again as soon as it is closed, so ports taken one at a time can repeat."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -295,7 +306,7 @@ class Cluster:
         write(certs / "sa.key", sa_private)
         write(certs / "sa.pub", sa_public, 0o644)
 
-        client_port, peer_port, api_port = free_port(), free_port(), free_port()
+        client_port, peer_port, api_port = free_ports(3)
         etcd_url = f"http://127.0.0.1:{client_port}"
         self.procs.append(
             Proc.start(

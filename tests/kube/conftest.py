@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "manifests"))
 
-from cluster import CA, Cluster, ClusterError, Proc, clean_env, free_port, until, write  # noqa: E402
+from cluster import CA, Cluster, ClusterError, Proc, clean_env, free_ports, until, write  # noqa: E402
 from fake_ecr import FakeEcr  # noqa: E402
 from tier import (  # noqa: E402
     NAMESPACE,
@@ -146,7 +146,7 @@ def webhook(cluster: Cluster, tmp_path_factory) -> Iterator[Webhook]:
 
     ecr = FakeEcr(TOKEN_LIFETIME_SECONDS).start()
     policy = write(workdir / "policy.yaml", POLICY, 0o644)
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     env = clean_env(
         KUBECONFIG=str(kubeconfig),
         HOME=str(workdir),
