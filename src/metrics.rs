@@ -274,11 +274,11 @@ impl Metrics {
         self.ecr_duration.observe(took.as_secs_f64());
     }
 
-    pub fn cache_hit(&self) {
-        self.cache_hits.inc();
-    }
-
     pub fn cache_lookup(&self, result: &'static str) {
+        if result == "hit" {
+            self.cache_hits.inc();
+            return;
+        }
         self.cache_lookups
             .get_or_create(&CacheLabels { result })
             .inc();
@@ -400,7 +400,7 @@ mod tests {
         );
         m.ecr_call("us-east-1", "success", Duration::from_millis(40));
         m.cache_lookup("hit");
-        m.cache_hit();
+        m.cache_lookup("hit");
         m.pass(
             3,
             1,
@@ -412,7 +412,7 @@ mod tests {
             "ecr_token_webhook_admission_requests_total{operation=\"CREATE\",kind=\"dockerconfigjson\",outcome=\"patched\"} 1",
             "ecr_token_webhook_admission_duration_seconds_count 1",
             "ecr_token_webhook_ecr_requests_total{region=\"us-east-1\",outcome=\"success\"} 1",
-            // The hit counter resolved once is the family's own series, not a second one.
+            // Hits count on the counter resolved once, which is the family's own series.
             "ecr_token_webhook_token_cache_lookups_total{result=\"hit\"} 2",
             "ecr_token_webhook_token_expiry_seconds{region=\"us-east-1\",role_arn=\"\"} 3600.0",
             "ecr_token_webhook_secrets{state=\"fresh\"} 2",

@@ -276,7 +276,7 @@ impl TokenCache {
         {
             return None;
         }
-        self.metrics.cache_hit();
+        self.metrics.cache_lookup("hit");
         Some(Served {
             token,
             stale_because: None,
