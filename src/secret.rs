@@ -217,10 +217,10 @@ pub struct SecretObject<'a> {
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct SecretMeta<'a> {
-    #[serde(default, borrow, deserialize_with = "read_text")]
+    #[serde(default, borrow)]
     pub namespace: Option<Cow<'a, str>>,
     /// Absent on CREATE: the API server assigns it after admission.
-    #[serde(default, borrow, deserialize_with = "read_text")]
+    #[serde(default, borrow)]
     pub uid: Option<Cow<'a, str>>,
     /// The labels the webhook reads; `Some` (maybe empty) when the object has labels.
     #[serde(default, borrow, deserialize_with = "read_labels")]
@@ -258,10 +258,13 @@ impl<'a> SecretMeta<'a> {
     fn read(r: &mut json::Reader<'a>) -> Result<Self, json::Error> {
         let (mut namespace, mut uid, mut labels, mut annotations) = (None, None, None, None);
         r.object(|r, key| {
+            // Borrowed, as `admission::read_request` reads the request's namespace.
             if key.is("namespace") {
-                r.read_once(&mut namespace, "namespace")?;
+                r.once(&mut namespace, "namespace", |r| {
+                    r.nullable(json::Reader::text)
+                })?;
             } else if key.is("uid") {
-                r.read_once(&mut uid, "uid")?;
+                r.once(&mut uid, "uid", |r| r.nullable(json::Reader::text))?;
             } else if key.is("labels") {
                 r.read_once(&mut labels, "labels")?;
             } else if key.is("annotations") {
@@ -270,8 +273,8 @@ impl<'a> SecretMeta<'a> {
             Ok(json::Walk::Next)
         })?;
         Ok(SecretMeta {
-            namespace: namespace.and_then(|OptText(t)| t),
-            uid: uid.and_then(|OptText(t)| t),
+            namespace: namespace.flatten(),
+            uid: uid.flatten(),
             labels: labels.and_then(|Labels(l)| l),
             annotations: annotations.and_then(|Annotations(a)| a),
         })
@@ -279,16 +282,9 @@ impl<'a> SecretMeta<'a> {
 }
 
 /// The fields read with a `deserialize_with` function, as types [`json::Reader::read`] takes.
-struct OptText<'a>(Option<Cow<'a, str>>);
 struct Labels<'a>(Option<Pairs<'a>>);
 struct Annotations<'a>(Option<Pairs<'a>>);
 struct Data<'a>(Option<SecretData<'a>>);
-
-impl<'de> serde::Deserialize<'de> for OptText<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        read_text(d).map(OptText)
-    }
-}
 
 impl<'de> serde::Deserialize<'de> for Labels<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -310,12 +306,6 @@ impl<'de> serde::Deserialize<'de> for Data<'de> {
 
 /// The data keys any secret kind reads.
 const READ_DATA_KEYS: [&str; 3] = ["url", ".dockerconfigjson", ".dockercfg"];
-
-/// An optional string, borrowed where it can be (serde's `Cow` always copies).
-fn read_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    let text: Option<json::Text> = serde::Deserialize::deserialize(d)?;
-    Ok(text.map(|json::Text(t)| t))
-}
 
 fn read_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Pairs<'de>>, D::Error> {
     d.deserialize_option(FilteredMap(|k: &str| {
