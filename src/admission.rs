@@ -482,7 +482,9 @@ impl Webhook {
         // Off at the default level, so it costs nothing per request; the lines that matter
         // carry the request's fields themselves.
         let span = tracing::debug_span!("admission", uid = %req.uid, namespace, secret = %req.name);
-        let (answer, kind, outcome) = self.decide(&req, budget, started).instrument(span).await;
+        // A deadline, not a budget: the clock is read again only where a wait may begin.
+        let deadline = started + budget;
+        let (answer, kind, outcome) = self.decide(&req, deadline).instrument(span).await;
         let took = started.elapsed();
         self.metrics
             .admission(operation_name(&req.operation), kind, outcome.label(), took);
@@ -505,8 +507,7 @@ impl Webhook {
     async fn decide<'b>(
         &self,
         req: &RequestIn<'b>,
-        budget: Duration,
-        started: Instant,
+        deadline: Instant,
     ) -> (Answer<'b>, &'static str, Outcome) {
         let mut answer = Answer::allow(req.uid.clone());
         if !matches!(&*req.operation, "CREATE" | "UPDATE") {
@@ -538,9 +539,7 @@ impl Webhook {
             .unwrap_or_default();
         // The policy's decision: one version of it for the whole request.
         let policy = self.policy.current();
-        let labels = self
-            .namespace_labels(&policy, namespace, budget.saturating_sub(started.elapsed()))
-            .await;
+        let labels = self.namespace_labels(&policy, namespace, deadline).await;
         // No rule that could match selects by label: no lookup, and no map to allocate.
         static NONE_NEEDED: BTreeMap<String, String> = BTreeMap::new();
         let labels = match &labels {
@@ -573,8 +572,7 @@ impl Webhook {
             Decision::Refused(r) => return self.refused(answer, &view, kind, &r),
         }
 
-        let remaining = budget.saturating_sub(started.elapsed());
-        let fetched = self.fetch_all(plan.token_keys(), remaining).await;
+        let fetched = self.fetch_all(plan.token_keys(), deadline).await;
         let mut failed: Vec<(&TokenKey, &TokenError)> = Vec::new();
         for (key, r) in &fetched {
             if let Err(e) = r {
@@ -688,12 +686,12 @@ impl Webhook {
     }
 
     /// The namespace's labels if a rule that could match it selects by label (cached by the
-    /// source; bounded by what is left of the request's budget), else `None`: none needed.
+    /// source; bounded by the request's deadline), else `None`: none needed.
     async fn namespace_labels(
         &self,
         policy: &Policy,
         namespace: &str,
-        budget: Duration,
+        deadline: Instant,
     ) -> Result<Option<crate::namespaces::Labels>, String> {
         if !policy.needs_labels(namespace) {
             return Ok(None);
@@ -701,7 +699,7 @@ impl Webhook {
         let Some(source) = &self.namespace_labels else {
             return Err("no Kubernetes client to read them with".into());
         };
-        tokio::time::timeout(budget, source.labels(namespace))
+        tokio::time::timeout_at(deadline.into(), source.labels(namespace))
             .await
             .map(|r| r.map(Some))
             .unwrap_or_else(|_| {
@@ -733,7 +731,7 @@ impl Webhook {
     async fn fetch_all(
         &self,
         keys: Vec<TokenKey>,
-        budget: Duration,
+        deadline: Instant,
     ) -> Vec<(TokenKey, Result<Served, TokenError>)> {
         // The usual case, every key a hit, builds the answer's list and nothing else.
         let mut hits = Vec::with_capacity(keys.len());
@@ -755,7 +753,8 @@ impl Webhook {
             let hit = self.tokens.cached(&key).await;
             found.push((key, hit));
         }
-        let deadline = tokio::time::Instant::now() + budget;
+        // What is left of the request's budget, for the timeout's message.
+        let budget = deadline.saturating_duration_since(Instant::now());
         let tasks: Vec<_> = found
             .into_iter()
             .map(|(key, hit)| {
@@ -778,7 +777,7 @@ impl Webhook {
                 }
                 continue;
             };
-            let got = match tokio::time::timeout_at(deadline, task).await {
+            let got = match tokio::time::timeout_at(deadline.into(), task).await {
                 Ok(Ok(got)) => got,
                 Ok(Err(join)) => Err(TokenError::Malformed {
                     region: key.place().to_string(),

@@ -152,34 +152,56 @@ impl<'a> DataMap<'a> {
 
 /// Pairs in the order read, each key once (a repeated key keeps its last value, as in a map).
 /// Few are kept (the webhook's own labels, annotations and data keys), so a list beats a map;
-/// keys and values borrow from the review unless they hold escapes.
+/// keys and values borrow from the review unless they hold escapes. The first [`INLINE`] sit
+/// in place, so a review allocates none; a hand-made array because smallvec's and tinyvec's
+/// are invariant in their item, and these must stay covariant in `'a`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Pairs<'a, V = Cow<'a, str>>(Vec<(Cow<'a, str>, V)>);
+pub struct Pairs<'a, V = Cow<'a, str>> {
+    inline: [Option<(Cow<'a, str>, V)>; INLINE],
+    more: Vec<(Cow<'a, str>, V)>,
+}
+
+/// Pairs kept without an allocation: two labels, three data keys, a few annotations.
+const INLINE: usize = 4;
 
 impl<V> Default for Pairs<'_, V> {
     fn default() -> Self {
-        Pairs(Vec::new())
+        Pairs {
+            inline: [const { None }; INLINE],
+            more: Vec::new(),
+        }
     }
 }
 
 impl<'a, V> Pairs<'a, V> {
     fn insert(&mut self, key: Cow<'a, str>, value: V) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key, value)),
+        if let Some(slot) = self.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else if let Some(free) = self.inline.iter_mut().find(|p| p.is_none()) {
+            *free = Some((key, value));
+        } else {
+            self.more.push((key, value));
         }
     }
 
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut (Cow<'a, str>, V)> {
+        self.inline.iter_mut().flatten().chain(self.more.iter_mut())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Cow<'a, str>, V)> {
+        self.inline.iter().flatten().chain(self.more.iter())
+    }
+
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.inline[0].is_none()
     }
 }
 
@@ -194,6 +216,10 @@ pub enum DataValue<'a> {
 /// `data` as read: its kept keys, or a marker that it is not an object, so [`SecretView`]
 /// still refuses the shape.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per review, on the stack: a box would bring back the allocation Pairs saves"
+)]
 pub enum SecretData<'a> {
     Map(Pairs<'a, DataValue<'a>>),
     NotAMap,
@@ -560,8 +586,13 @@ impl<'a> SecretView<'a> {
         }
     }
 
-    /// The decoded value of `data[key]`, if present.
-    fn decoded(&self, key: &str) -> Result<Option<Vec<u8>>, InputError> {
+    /// `data[key]` decoded and handed to `read`, if present. A short value (a repository URL)
+    /// is decoded on the stack, so the usual review allocates nothing for it.
+    fn with_decoded<R>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, InputError> {
         if !self.data_shape_ok {
             return Err(InputError::DataShape);
         }
@@ -569,21 +600,27 @@ impl<'a> SecretView<'a> {
             return Ok(None);
         };
         let s = v.ok_or_else(|| InputError::NotString(key.to_string()))?;
-        B64.decode(s)
-            .map(Some)
-            .map_err(|_| InputError::Base64(key.to_string()))
+        let bad = || InputError::Base64(key.to_string());
+        let mut stack = [0u8; 512];
+        if base64::decoded_len_estimate(s.len()) <= stack.len() {
+            let n = B64.decode_slice(s, &mut stack).map_err(|_| bad())?;
+            Ok(Some(read(&stack[..n])))
+        } else {
+            let bytes = B64.decode(s).map_err(|_| bad())?;
+            Ok(Some(read(&bytes)))
+        }
     }
 
     /// The docker config of a pull secret as a JSON object, or an empty one if absent.
     fn docker_config(&self, key: &str) -> Result<Map<String, Value>, InputError> {
-        let Some(bytes) = self.decoded(key)? else {
+        let Some(parsed) = self.with_decoded(key, |b| serde_json::from_slice::<Value>(b))? else {
             return Ok(Map::new());
         };
         let bad = |reason: String| InputError::DockerConfig {
             key: key.to_string(),
             reason,
         };
-        match serde_json::from_slice::<Value>(&bytes) {
+        match parsed {
             Ok(Value::Object(m)) => Ok(m),
             Ok(_) => Err(bad("not a JSON object".into())),
             // serde_json's message names a position, never the content.
@@ -627,13 +664,17 @@ pub fn plan(view: &SecretView) -> Result<Plan, InputError> {
         .map(str::to_string);
     let registries = match kind {
         SecretKind::ArgoRepository | SecretKind::ArgoRepoCreds => {
-            let url = view.decoded("url")?.ok_or(InputError::MissingUrl)?;
-            let url = String::from_utf8(url).map_err(|_| InputError::UrlEncoding)?;
-            let reg = registry::parse(&url).map_err(|reason| InputError::NotEcrUrl {
-                url: truncate(&url, 120),
-                reason,
-            })?;
-            vec![reg]
+            let read = |url: &[u8]| {
+                let url = std::str::from_utf8(url).map_err(|_| InputError::UrlEncoding)?;
+                registry::parse(url).map_err(|reason| InputError::NotEcrUrl {
+                    url: truncate(url, 120),
+                    reason,
+                })
+            };
+            vec![
+                view.with_decoded("url", read)?
+                    .ok_or(InputError::MissingUrl)??,
+            ]
         }
         SecretKind::DockerConfigJson | SecretKind::DockerCfg | SecretKind::BasicAuth => {
             let regs = match view.annotation(REGISTRIES_ANNOTATION) {

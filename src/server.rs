@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
@@ -44,13 +44,19 @@ pub fn timeout_from_query(query: Option<&str>) -> Duration {
 pub fn webhook_router(webhook: Arc<Webhook>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(webhook)
 }
 
-async fn mutate(State(webhook): State<Arc<Webhook>>, uri: Uri, body: Bytes) -> Response {
-    // The query borrowed from the request's URI (`RawQuery` would copy it for every request).
-    let budget = budget_for(timeout_from_query(uri.query()));
+async fn mutate(State(webhook): State<Arc<Webhook>>, request: Request) -> Response {
+    // The request taken whole: the query is read from its URI in place (the `Uri` and
+    // `RawQuery` extractors copy), and the body limit is applied here (`DefaultBodyLimit` as a
+    // layer puts it in every request's extensions, a map allocated per request).
+    let (head, body) = request.into_parts();
+    let budget = budget_for(timeout_from_query(head.uri.query()));
+    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(e) => return body_refused(&e),
+    };
     match webhook.review(&body, budget).await {
         Ok(answer) => match to_parts(&answer) {
             Ok(parts) => (
@@ -69,6 +75,26 @@ async fn mutate(State(webhook): State<Arc<Webhook>>, uri: Uri, body: Bytes) -> R
             (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
         }
     }
+}
+
+/// A body that could not be read: too large (413, as axum's extractor answers), or cut off.
+fn body_refused(e: &axum::Error) -> Response {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("AdmissionReview larger than {BODY_LIMIT} bytes\n"),
+            )
+                .into_response();
+        }
+        source = s.source();
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        format!("cannot read the body: {e}\n"),
+    )
+        .into_response()
 }
 
 /// An answer's parts as one HTTP body: hyper takes them as they are and writes them with the

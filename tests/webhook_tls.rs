@@ -256,7 +256,7 @@ async fn malformed_reviews_get_400_with_a_message() {
             "too big",
             format!("{{\"pad\": \"{}\"}}", "x".repeat(7 * 1024 * 1024)),
             413,
-            "",
+            "larger than 6291456 bytes",
         ),
     ];
     for (name, body, want, msg) in cases {

@@ -862,10 +862,11 @@ fn read_keeps_pairs_as_a_map_would() {
     let view = SecretView::from_object(&obj);
     assert!(view.opted_in());
     assert_eq!(view.annotation(REGISTRIES_ANNOTATION), Some("a/b"));
-    assert_eq!(view.decoded("url"), Ok(Some(b"url".to_vec())));
-    assert_eq!(view.decoded("password"), Ok(None));
+    let decoded = |key| view.with_decoded(key, <[u8]>::to_vec);
+    assert_eq!(decoded("url"), Ok(Some(b"url".to_vec())));
+    assert_eq!(decoded("password"), Ok(None));
     assert_eq!(
-        view.decoded(".dockercfg"),
+        decoded(".dockercfg"),
         Err(InputError::NotString(".dockercfg".into()))
     );
 }
@@ -902,7 +903,8 @@ fn data_values_are_strings_or_not() {
         let obj = SecretObject::read(&mut json::Reader::new(json.as_bytes())).expect(json);
         let got = obj.data.as_ref().map(|d| matches!(d, SecretData::Map(_)));
         assert_eq!(got, shape, "{json}");
-        let refused = SecretView::from_object(&obj).decoded("url") == Err(InputError::DataShape);
+        let refused =
+            SecretView::from_object(&obj).with_decoded("url", |_| ()) == Err(InputError::DataShape);
         assert_eq!(refused, shape == Some(false), "{json}");
     }
 }
@@ -923,5 +925,52 @@ fn type_reads_as_kube_reads_it() {
         let whole = object(serde_json::from_str(json).expect(json));
         assert_eq!(SecretView::from_object(&obj).type_, want, "{json}");
         assert_eq!(SecretView::new(&whole).type_, want, "{json}");
+    }
+}
+
+/// A value is decoded on the stack when short and on the heap when long: the same bytes, and
+/// the same refusal of bad base64, either way (the stack takes 510 bytes: 680 characters, whose
+/// estimate is 510; 511 bytes take 684 characters, estimated at 513).
+#[test]
+fn short_and_long_values_decode_alike() {
+    let long = "x".repeat(2000);
+    for (name, encoded, want) in [
+        ("empty", String::new(), Ok(Some(Vec::new()))),
+        ("short", b64("oci://x"), Ok(Some(b"oci://x".to_vec()))),
+        (
+            "at the boundary",
+            b64(&long[..510]),
+            Ok(Some(long[..510].into())),
+        ),
+        (
+            "over the boundary",
+            b64(&long[..511]),
+            Ok(Some(long[..511].into())),
+        ),
+        ("long", b64(&long), Ok(Some(long.clone().into_bytes()))),
+        (
+            "short, bad",
+            "not base64!".into(),
+            Err(InputError::Base64("url".into())),
+        ),
+        (
+            "long, bad",
+            format!("{}!", b64(&long)),
+            Err(InputError::Base64("url".into())),
+        ),
+        (
+            "short, cut",
+            b64("oci://x")[..5].into(),
+            Err(InputError::Base64("url".into())),
+        ),
+    ] {
+        let obj = object(secret(
+            "Opaque",
+            json!({}),
+            None,
+            Some(json!({ "url": encoded })),
+        ));
+        let got = SecretView::new(&obj).with_decoded("url", <[u8]>::to_vec);
+        assert_eq!(got, want, "{name}");
     }
 }
