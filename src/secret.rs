@@ -586,8 +586,8 @@ impl<'a> SecretView<'a> {
         }
     }
 
-    /// `data[key]` decoded and handed to `read`, if present. A short value (a repository URL)
-    /// is decoded on the stack, so the usual review allocates nothing for it.
+    /// `data[key]` decoded and handed to `read`, if present. A short value (up to 255 bytes: a
+    /// repository URL) is decoded on the stack, so the usual review allocates nothing for it.
     fn with_decoded<R>(
         &self,
         key: &str,
@@ -601,7 +601,7 @@ impl<'a> SecretView<'a> {
         };
         let s = v.ok_or_else(|| InputError::NotString(key.to_string()))?;
         let bad = || InputError::Base64(key.to_string());
-        let mut stack = [0u8; 512];
+        let mut stack = [0u8; 256];
         if base64::decoded_len_estimate(s.len()) <= stack.len() {
             let n = B64.decode_slice(s, &mut stack).map_err(|_| bad())?;
             Ok(Some(read(&stack[..n])))

@@ -929,8 +929,8 @@ fn type_reads_as_kube_reads_it() {
 }
 
 /// A value is decoded on the stack when short and on the heap when long: the same bytes, and
-/// the same refusal of bad base64, either way (the stack takes 510 bytes: 680 characters, whose
-/// estimate is 510; 511 bytes take 684 characters, estimated at 513).
+/// the same refusal of bad base64, either way (the stack takes 255 bytes: 340 characters, whose
+/// estimate is 255; 256 bytes take 344 characters, estimated at 258).
 #[test]
 fn short_and_long_values_decode_alike() {
     let long = "x".repeat(2000);
@@ -939,13 +939,13 @@ fn short_and_long_values_decode_alike() {
         ("short", b64("oci://x"), Ok(Some(b"oci://x".to_vec()))),
         (
             "at the boundary",
-            b64(&long[..510]),
-            Ok(Some(long[..510].into())),
+            b64(&long[..255]),
+            Ok(Some(long[..255].into())),
         ),
         (
             "over the boundary",
-            b64(&long[..511]),
-            Ok(Some(long[..511].into())),
+            b64(&long[..256]),
+            Ok(Some(long[..256].into())),
         ),
         ("long", b64(&long), Ok(Some(long.clone().into_bytes()))),
         (
