@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::process::LogLines;
 use common::*;
 use serde_json::Value;
 
@@ -16,8 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ecr-token-webhook");
 
 struct Proc {
     child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    logs: LogLines,
 }
 
 impl Drop for Proc {
@@ -34,39 +32,13 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ecr-token-webhook");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        let logs = LogLines::follow(&mut child);
+        Proc { child, logs }
     }
 
     /// Waits (bounded) for a JSON log line whose message is `message`.
     fn wait_for(&mut self, message: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                self.seen.push(line.clone());
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == message
-                {
-                    return v;
-                }
-            }
-        }
-        panic!(
-            "no {message:?} log line within 30s; saw:\n{}",
-            self.seen.join("\n")
-        );
+        self.logs.wait_for(&mut self.child, message)
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; then reads its last lines.
@@ -97,14 +69,8 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        self.drain();
+        self.logs.drain_quiet();
         status
-    }
-
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(line);
-        }
     }
 }
 
@@ -182,7 +148,7 @@ async fn binary_serves_with_env_config_and_stops_on_sigterm() {
 
     let status = proc.terminate();
     assert!(status.success(), "{status}");
-    let logs = proc.seen.join("\n");
+    let logs = proc.logs.seen.join("\n");
     assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
     assert!(
         logs.contains("refresher off") && logs.contains("no Kubernetes configuration"),
@@ -233,7 +199,7 @@ async fn binary_without_credentials_logs_one_plain_line() {
     assert_eq!(answered["secret"], "ecr-helm-charts", "{answered}");
     assert!(answered["warnings"].is_array(), "{answered}");
     proc.terminate();
-    for line in &proc.seen {
+    for line in &proc.logs.seen {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(!line.contains("Some("), "{line}");
         let target = v["target"].as_str().unwrap_or_default();
@@ -286,7 +252,7 @@ async fn binary_keeps_answering_while_unready_during_the_shutdown_delay() {
     assert_eq!(resp["response"]["allowed"], true, "{text}");
     let status = proc.wait_exit();
     assert!(status.success(), "{status}");
-    let logs = proc.seen.join("\n");
+    let logs = proc.logs.seen.join("\n");
     let unready = logs
         .find("still answering until the delay ends")
         .expect("delay logged");
@@ -484,7 +450,7 @@ async fn binary_self_managed_tls_stores_its_pair_and_injects_the_ca() {
     assert_eq!(resp["response"]["allowed"], true, "{text}");
 
     proc.terminate();
-    let logs = proc.seen.join("\n");
+    let logs = proc.logs.seen.join("\n");
     assert!(
         !logs.contains("PRIVATE KEY"),
         "a key reached the logs:\n{logs}"

@@ -19,11 +19,84 @@ pub fn bin() -> std::path::PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_ecr-token-webhook").into())
 }
 
+/// A child's stderr (its JSON log lines), read as it comes on a thread of its own.
+pub struct LogLines {
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far, for assertions and failure messages.
+    pub seen: Vec<String>,
+}
+
+impl LogLines {
+    /// Reads `child`'s stderr, which must be piped.
+    pub fn follow(child: &mut Child) -> LogLines {
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LogLines {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded, 30 s) for a line whose message is `message`; lines already read count
+    /// too. Fails at once if `child` exits first.
+    pub fn wait_for(&mut self, child: &mut Child, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if let Some(v) = self
+            .seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == message)
+        {
+            return v;
+        }
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == message
+                {
+                    return v;
+                }
+            } else if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "ecr-token-webhook exited ({status}) before {message:?}:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+        }
+        panic!(
+            "no {message:?} log line within 30s; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Reads whatever has been logged so far, without waiting.
+    pub fn drain(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// Reads until no line comes for 200 ms: after an exit, the pipe's last lines.
+    pub fn drain_quiet(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+    }
+}
+
 pub struct WebhookProcess {
     child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every log line read so far (JSON), for assertions and failure messages.
-    pub seen: Vec<String>,
+    /// Its log lines, those read so far in `logs.seen`.
+    pub logs: LogLines,
     pub base: String,
     pub metrics_base: String,
     pub client: reqwest::Client,
@@ -61,19 +134,10 @@ impl WebhookProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ecr-token-webhook");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let logs = LogLines::follow(&mut child);
         let mut p = WebhookProcess {
             child,
-            lines,
-            seen: Vec::new(),
+            logs,
             base: String::new(),
             metrics_base: String::new(),
             client: reqwest::Client::new(),
@@ -96,43 +160,12 @@ impl WebhookProcess {
 
     /// Waits (bounded, 30 s) for a JSON log line whose message is `message`.
     pub fn wait_for(&mut self, message: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // Lines already read count too.
-        if let Some(v) = self
-            .seen
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == message)
-        {
-            return v;
-        }
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.seen.push(line.clone());
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == message
-                {
-                    return v;
-                }
-            } else if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "ecr-token-webhook exited ({status}) before {message:?}:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-        }
-        panic!(
-            "no {message:?} log line within 30s; saw:\n{}",
-            self.seen.join("\n")
-        );
+        self.logs.wait_for(&mut self.child, message)
     }
 
     /// Reads whatever the process has logged so far.
     pub fn drain(&mut self) -> &[String] {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        &self.seen
+        self.logs.drain()
     }
 
     pub async fn post(&self, body: &str) -> (reqwest::StatusCode, Value, String) {
