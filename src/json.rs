@@ -11,8 +11,14 @@
 //! not the API server; such a body still never makes the reader panic or loop, and any damage
 //! it notices is an error that names the byte.
 //!
-//! The skip looks at eight bytes at a time (SWAR) for the next byte that matters: a quote, a
-//! backslash or a control character inside a string; a quote or a bracket outside one.
+//! An object or array, or a long string, is skipped 64 bytes at a time as simdjson's first
+//! stage does it: a bit per byte for quotes, backslashes, brackets and control characters (SSE2
+//! compares through `wide`), which bytes backslashes escape, which are inside strings (a prefix
+//! XOR of the quotes), and then only the brackets outside strings are looked at one by one.
+//! The last bytes of a document, and short strings, are looked at eight bytes at a time (SWAR)
+//! for the next byte that matters. A backslash escapes the next byte wherever it stands (outside
+//! a string that is damage the skip does not report), so the answer never depends on where the
+//! blocks fall; `src/json/tests.rs` holds the blocks to a skip written a byte at a time.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -116,58 +122,276 @@ fn scan(b: &[u8], mut i: usize, special: impl Fn(u64) -> u64) -> usize {
 
 /// The index just past the string whose opening quote is at `start - 1`.
 fn string_end(b: &[u8], start: usize) -> Result<usize, Error> {
-    let mut i = start;
-    loop {
+    string_rest(b, start, start - 1)
+}
+
+/// A string that has this many bytes left after a word-at-a-time look is long enough to be
+/// worth [`Block`]s: most strings (keys, names) end well before.
+const SHORT_STRING: usize = 24;
+
+/// The index just past the string that goes on at `i` (its opening quote at `quote`).
+fn string_rest(b: &[u8], i: usize, quote: usize) -> Result<usize, Error> {
+    let i = match string_words(b, i, quote, i.saturating_add(SHORT_STRING))? {
+        Ok(end) => return Ok(end),
+        Err(i) => i,
+    };
+    let i = match string_blocks(b, i)? {
+        Ok(end) => return Ok(end),
+        Err(i) => i,
+    };
+    match string_words(b, i, quote, usize::MAX)? {
+        Ok(end) => Ok(end),
+        Err(_) => err(quote, "unterminated string"),
+    }
+}
+
+/// Inside a string from `i`, a word at a time: `Ok(Ok(end))` just past its closing quote, or
+/// `Ok(Err(at))` once `limit` is passed.
+fn string_words(
+    b: &[u8],
+    mut i: usize,
+    quote: usize,
+    limit: usize,
+) -> Result<Result<usize, usize>, Error> {
+    while i < limit {
         i = scan(b, i, |x| {
             zero_bytes(x ^ splat(b'"')) | zero_bytes(x ^ splat(b'\\')) | bytes_below(x, 0x20)
         });
         match b.get(i) {
-            None => return err(start - 1, "unterminated string"),
-            Some(b'"') => return Ok(i + 1),
+            None => return err(quote, "unterminated string"),
+            Some(b'"') => return Ok(Ok(i + 1)),
             // Whatever follows a backslash is not the end: `\"`, `\\`, `\u0022`.
             Some(b'\\') => i += 2,
             Some(c) if *c < 0x20 => return err(i, "control character in a string"),
             Some(_) => i += 1,
         }
     }
+    Ok(Err(i))
+}
+
+/// Inside a string from `i`, a block at a time: `Ok(Ok(end))` just past its closing quote, or
+/// `Ok(Err(at))` where fewer than 64 bytes are left.
+fn string_blocks(b: &[u8], mut i: usize) -> Result<Result<usize, usize>, Error> {
+    let mut escape = Escapes::default();
+    while let Some(block) = Block::at(b, i) {
+        let escaped = escape.next(block.backslash);
+        let quotes = block.quote & !escaped;
+        // Bytes before the closing quote (all of them if it is not in this block).
+        let before = quotes.wrapping_sub(1) & !quotes;
+        let bad = block.control & !escaped & before;
+        if bad != 0 {
+            return err(
+                i + bad.trailing_zeros() as usize,
+                "control character in a string",
+            );
+        }
+        if quotes != 0 {
+            return Ok(Ok(i + quotes.trailing_zeros() as usize + 1));
+        }
+        i += 64;
+    }
+    // A backslash that ended the last block escapes the first byte of the tail.
+    Ok(Err(i + escape.pending()))
+}
+
+/// Open objects and arrays, innermost last.
+struct Nest {
+    /// One bit per open level: 1 for an object, 0 for an array.
+    stack: u128,
+    depth: u32,
+}
+
+impl Nest {
+    fn open(&mut self, at: usize, object: bool) -> Result<(), Error> {
+        if self.depth == MAX_DEPTH {
+            return err(at, "nested too deeply");
+        }
+        self.stack = (self.stack << 1) | u128::from(object);
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Closes the innermost level; true when none is left open.
+    fn close(&mut self, at: usize, object: bool) -> Result<bool, Error> {
+        if self.depth == 0 || (self.stack & 1 == 1) != object {
+            return err(at, "mismatched bracket");
+        }
+        self.stack >>= 1;
+        self.depth -= 1;
+        Ok(self.depth == 0)
+    }
 }
 
 /// The index just past the object or array whose opening bracket is at `start`.
 fn container_end(b: &[u8], start: usize) -> Result<usize, Error> {
-    // One bit per open level: 1 for an object, 0 for an array.
-    let mut stack: u128 = 0;
-    let mut depth: u32 = 0;
+    let mut nest = Nest { stack: 0, depth: 0 };
+    // 64 bytes at a time while there are 64, then a word at a time.
     let mut i = start;
+    let mut escape = Escapes::default();
+    // All ones while inside a string, and where that string opened.
+    let mut in_string = 0u64;
+    let mut quote = 0;
+    while let Some(block) = Block::at(b, i) {
+        let escaped = escape.next(block.backslash);
+        let quotes = block.quote & !escaped;
+        let inside = prefix_xor(quotes) ^ in_string;
+        if quotes != 0 && inside >> 63 == 1 {
+            quote = i + (63 - (quotes & inside).leading_zeros()) as usize;
+        }
+        in_string = 0u64.wrapping_sub(inside >> 63);
+        let bad = block.control & inside & !escaped;
+        // Brackets in order, up to the first damage: what comes first is what counts.
+        let first_bad = if bad == 0 { 64 } else { bad.trailing_zeros() };
+        let mut brackets = (block.open | block.close) & !inside & !escaped;
+        while brackets != 0 {
+            let k = brackets.trailing_zeros();
+            if k > first_bad {
+                break;
+            }
+            let bit = 1u64 << k;
+            let object = block.curly & bit != 0;
+            if block.open & bit != 0 {
+                nest.open(i + k as usize, object)?;
+            } else if nest.close(i + k as usize, object)? {
+                return Ok(i + k as usize + 1);
+            }
+            brackets &= brackets - 1;
+        }
+        if bad != 0 {
+            return err(i + first_bad as usize, "control character in a string");
+        }
+        i += 64;
+    }
+    // A backslash that ended the last block escapes the first byte of the tail.
+    i += escape.pending();
+    if in_string != 0 {
+        i = string_rest(b, i, quote)?;
+    }
+    container_tail(b, start, i, nest)
+}
+
+/// [`container_end`] a word at a time from `i`, outside any string, with `nest` open.
+fn container_tail(b: &[u8], start: usize, mut i: usize, mut nest: Nest) -> Result<usize, Error> {
     loop {
         // `[` and `]` are `{` and `}` with bit 5 clear.
         i = scan(b, i, |x| {
             let y = x | splat(0x20);
-            zero_bytes(x ^ splat(b'"')) | zero_bytes(y ^ splat(b'{')) | zero_bytes(y ^ splat(b'}'))
+            zero_bytes(x ^ splat(b'"'))
+                | zero_bytes(x ^ splat(b'\\'))
+                | zero_bytes(y ^ splat(b'{'))
+                | zero_bytes(y ^ splat(b'}'))
         });
         match b.get(i) {
             None => return err(start, "unterminated object or array"),
             Some(b'"') => i = string_end(b, i + 1)?,
+            // Not JSON outside a string, but escaping as the blocks see it: the same whatever
+            // the alignment.
+            Some(b'\\') => i += 2,
             Some(&c @ (b'{' | b'[')) => {
-                if depth == MAX_DEPTH {
-                    return err(i, "nested too deeply");
-                }
-                stack = (stack << 1) | u128::from(c == b'{');
-                depth += 1;
+                nest.open(i, c == b'{')?;
                 i += 1;
             }
             Some(&c @ (b'}' | b']')) => {
-                if depth == 0 || (stack & 1 == 1) != (c == b'}') {
-                    return err(i, "mismatched bracket");
+                if nest.close(i, c == b'}')? {
+                    return Ok(i + 1);
                 }
-                stack >>= 1;
-                depth -= 1;
                 i += 1;
-                if depth == 0 {
-                    return Ok(i);
-                }
             }
             Some(_) => i += 1,
         }
+    }
+}
+
+/// The bytes of a 64-byte block that matter to a skip, one bit each (bit k for byte k), found
+/// sixteen bytes at a time: a compare of all sixteen and the high bit of each (`pcmpeqb`,
+/// `pmovmskb` with SSE2).
+#[derive(Debug, Default, PartialEq)]
+struct Block {
+    quote: u64,
+    backslash: u64,
+    /// Below 0x20: damage inside a string.
+    control: u64,
+    /// `{` or `[`.
+    open: u64,
+    /// `}` or `]`.
+    close: u64,
+    /// Which of the brackets are `{` or `}`.
+    curly: u64,
+}
+
+impl Block {
+    /// The block of the 64 bytes from `i`, if there are 64.
+    #[inline]
+    fn at(b: &[u8], i: usize) -> Option<Block> {
+        use wide::u8x16;
+        let bytes = b.get(i..i.checked_add(64)?)?;
+        let (chunks, _) = bytes.as_chunks::<16>();
+        let mut block = Block::default();
+        let bits = |v: u8x16| u64::from(v.to_bitmask());
+        for (k, chunk) in chunks.iter().enumerate() {
+            let x = u8x16::new(*chunk);
+            // `[` and `]` are `{` and `}` with bit 5 clear.
+            let y = x | u8x16::splat(0x20);
+            let open = bits(y.simd_eq(u8x16::splat(b'{')));
+            let close = bits(y.simd_eq(u8x16::splat(b'}')));
+            let shift = 16 * k;
+            block.quote |= bits(x.simd_eq(u8x16::splat(b'"'))) << shift;
+            block.backslash |= bits(x.simd_eq(u8x16::splat(b'\\'))) << shift;
+            block.control |= bits(x.simd_lt(u8x16::splat(0x20))) << shift;
+            block.open |= open << shift;
+            block.close |= close << shift;
+            block.curly |= (bits(x.simd_eq(y)) & (open | close)) << shift;
+        }
+        Some(block)
+    }
+}
+
+/// Each bit set from the lowest up to a set bit (inclusive), cleared after the next: with a
+/// bit per quote, the bytes inside strings (the opening quote in, the closing one out).
+#[inline]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// Which bytes a backslash escapes, block after block: in a run of backslashes each escapes
+/// the next, so a byte after an odd run is escaped and one after an even run is not. The
+/// method is simdjson's (its `json_escape_scanner`): a subtraction finds where each run ends.
+#[derive(Default)]
+struct Escapes {
+    /// 1 when the last block ended with a backslash that escapes the next block's first byte.
+    carry: u64,
+}
+
+impl Escapes {
+    const ODD: u64 = 0xaaaa_aaaa_aaaa_aaaa;
+
+    /// The escaped bytes of the next block, given its backslashes.
+    #[inline]
+    fn next(&mut self, backslash: u64) -> u64 {
+        let carried = self.carry;
+        if backslash == 0 {
+            self.carry = 0;
+            return carried;
+        }
+        // A backslash that is itself escaped escapes nothing.
+        let escaping = backslash & !carried;
+        // Each run of escaping backslashes, starting on an even or odd bit, turned into the bit
+        // after its end when the run is odd.
+        let codes = ((escaping << 1 | Self::ODD).wrapping_sub(escaping)) ^ Self::ODD;
+        let escaped = codes ^ (backslash | carried);
+        self.carry = (codes & backslash) >> 63;
+        escaped
+    }
+
+    /// 1 if the next byte after the last block is escaped.
+    fn pending(&self) -> usize {
+        self.carry as usize
     }
 }
 

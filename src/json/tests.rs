@@ -304,3 +304,218 @@ fn text_borrows_unless_the_string_has_escapes() {
         }
     }
 }
+
+/// The skip a byte at a time, as plainly as it can be written: what the word and block scans
+/// must agree with, errors and their bytes included. A backslash escapes the next byte wherever
+/// it stands (outside a string that is not JSON, but it makes the answer the same whatever the
+/// alignment of the blocks).
+fn skip_bytewise(b: &[u8], start: usize) -> Result<usize, Error> {
+    let mut stack: Vec<u8> = Vec::new();
+    let mut quote: Option<usize> = None;
+    let mut i = start;
+    if b.get(start) == Some(&b'"') {
+        quote = Some(start);
+        i += 1;
+    }
+    while let Some(&c) = b.get(i) {
+        match (quote, c) {
+            (_, b'\\') => i += 1,
+            (Some(_), b'"') => {
+                quote = None;
+                if stack.is_empty() {
+                    return Ok(i + 1);
+                }
+            }
+            (Some(_), c) if c < 0x20 => return err(i, "control character in a string"),
+            (Some(_), _) => {}
+            (None, b'"') => quote = Some(i),
+            (None, b'{' | b'[') => {
+                if stack.len() == MAX_DEPTH as usize {
+                    return err(i, "nested too deeply");
+                }
+                stack.push(c);
+            }
+            (None, b'}' | b']') => {
+                if stack.pop().map(|o| o + 2) != Some(c) {
+                    return err(i, "mismatched bracket");
+                }
+                if stack.is_empty() {
+                    return Ok(i + 1);
+                }
+            }
+            (None, _) => {}
+        }
+        i += 1;
+    }
+    match quote {
+        Some(q) => err(q, "unterminated string"),
+        None => err(start, "unterminated object or array"),
+    }
+}
+
+/// A small deterministic generator (xorshift), so a failure names a seed that repeats it.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Something JSON-like: nested objects and arrays, strings short and long (over a block) with
+/// escapes, runs of backslashes and multi-byte UTF-8.
+fn json_like(rng: &mut Rng, out: &mut Vec<u8>, depth: usize) {
+    match rng.below(if depth > 6 { 3 } else { 6 }) {
+        0 => out.extend_from_slice(b"12"),
+        1 | 2 => {
+            out.push(b'"');
+            let len = [0, 3, 30, 70, 150][rng.below(5)];
+            for _ in 0..len {
+                match rng.below(12) {
+                    0 => out.extend_from_slice(b"\\\""),
+                    1 => out.extend_from_slice(&b"\\\\\\\\\\\\"[..2 * (1 + rng.below(3))]),
+                    2 => out.extend_from_slice("é".as_bytes()),
+                    3 => out.extend_from_slice(b"{]"),
+                    _ => out.push(b'a' + rng.below(26) as u8),
+                }
+            }
+            out.push(b'"');
+        }
+        k => {
+            let (open, close) = if k == 3 { (b'[', b']') } else { (b'{', b'}') };
+            out.push(open);
+            for n in 0..rng.below(5) {
+                if n > 0 {
+                    out.push(b',');
+                }
+                if open == b'{' {
+                    json_like(rng, out, 7);
+                    out.push(b':');
+                }
+                json_like(rng, out, depth + 1);
+            }
+            out.push(close);
+        }
+    }
+}
+
+/// The block scan skips what the byte-at-a-time skip skips, and fails where it fails, on
+/// JSON-like documents and on each of them damaged at one byte (a quote, a backslash, a
+/// bracket or a control character put anywhere), at every alignment to the blocks.
+#[test]
+fn the_block_scan_agrees_with_a_byte_at_a_time_skip() {
+    let damage = [b'"', b'\\', b'{', b'}', b'[', b']', b'\n', 0x00, b'x'];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut checked = 0;
+    for seed in 0..3000 {
+        let mut doc = Vec::new();
+        json_like(&mut rng, &mut doc, 0);
+        doc.extend_from_slice(b" ,x");
+        let mut docs = vec![doc.clone()];
+        for _ in 0..3 {
+            let mut d = doc.clone();
+            let at = rng.below(d.len());
+            d[at] = damage[rng.below(damage.len())];
+            docs.push(d);
+        }
+        // Cut short, too: the end of the document inside a string or a container.
+        docs.push(doc[..rng.below(doc.len())].to_vec());
+        for d in docs {
+            for pad in [0, 1, 7, 63] {
+                let mut padded = vec![b' '; pad];
+                padded.extend_from_slice(&d);
+                let want = match padded.get(pad) {
+                    Some(b'"' | b'{' | b'[') => skip_bytewise(&padded, pad),
+                    _ => continue,
+                };
+                let got = Reader::new(&padded).raw().map(|v| pad + v.len());
+                assert_eq!(
+                    got,
+                    want,
+                    "seed {seed} pad {pad}: {}",
+                    String::from_utf8_lossy(&padded)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}
+
+/// Each mask of a block flags exactly its bytes, wherever they fall in the 64.
+#[test]
+fn a_block_flags_exactly_its_bytes() {
+    let mut rng = Rng(7);
+    let alphabet = [
+        b'"',
+        b'\\',
+        b'{',
+        b'}',
+        b'[',
+        b']',
+        0x00,
+        0x1f,
+        0x20,
+        b'a',
+        b'|',
+        b';',
+        0x7b ^ 0x80,
+        0x7f,
+        0x80,
+        0xff,
+        b'\n',
+    ];
+    for _ in 0..5000 {
+        let bytes: Vec<u8> = (0..64)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect();
+        let block = Block::at(&bytes, 0).unwrap();
+        let mask = |f: &dyn Fn(u8) -> bool| {
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| f(**c))
+                .fold(0u64, |m, (k, _)| m | 1 << k)
+        };
+        let want = Block {
+            quote: mask(&|c| c == b'"'),
+            backslash: mask(&|c| c == b'\\'),
+            control: mask(&|c| c < 0x20),
+            open: mask(&|c| c == b'{' || c == b'['),
+            close: mask(&|c| c == b'}' || c == b']'),
+            curly: mask(&|c| c == b'{' || c == b'}'),
+        };
+        assert_eq!(block, want, "{bytes:?}");
+    }
+    assert_eq!(Block::at(&[b'"'; 63], 0), None);
+}
+
+/// Escapes across blocks: runs of backslashes of every length, ending anywhere, as a byte at a
+/// time sees them.
+#[test]
+fn escapes_follow_runs_of_backslashes_across_blocks() {
+    let mut rng = Rng(11);
+    for _ in 0..5000 {
+        let bits: Vec<bool> = (0..256).map(|_| rng.below(3) == 0).collect();
+        let mut want = vec![false; bits.len()];
+        let mut escaping = false;
+        for (k, &backslash) in bits.iter().enumerate() {
+            want[k] = escaping;
+            escaping = !escaping && backslash;
+        }
+        let mut escapes = Escapes::default();
+        for (n, chunk) in bits.chunks(64).enumerate() {
+            let backslash = chunk
+                .iter()
+                .enumerate()
+                .fold(0u64, |m, (k, b)| m | u64::from(*b) << k);
+            let got = escapes.next(backslash);
+            for k in 0..64 {
+                assert_eq!(got >> k & 1 == 1, want[64 * n + k], "bit {}", 64 * n + k);
+            }
+        }
+    }
+}
