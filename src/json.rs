@@ -161,7 +161,8 @@ fn string_words(
             None => return err(quote, "unterminated string"),
             Some(b'"') => return Ok(Ok(i + 1)),
             // Whatever follows a backslash is not the end: `\"`, `\\`, `\u0022`.
-            Some(b'\\') => i += 2,
+            Some(b'\\') if escape_ok(b, i) => i += 2,
+            Some(b'\\') => return err(i, "invalid escape in a string"),
             Some(c) if *c < 0x20 => return err(i, "control character in a string"),
             Some(_) => i += 1,
         }
@@ -178,20 +179,68 @@ fn string_blocks(b: &[u8], mut i: usize) -> Result<Result<usize, usize>, Error> 
         let quotes = block.quote & !escaped;
         // Bytes before the closing quote (all of them if it is not in this block).
         let before = quotes.wrapping_sub(1) & !quotes;
-        let bad = block.control & !escaped & before;
-        if bad != 0 {
-            return err(
-                i + bad.trailing_zeros() as usize,
-                "control character in a string",
-            );
+        if let Some((_, e)) = damage(b, i, &block, escaped, before) {
+            return Err(e);
         }
         if quotes != 0 {
             return Ok(Ok(i + quotes.trailing_zeros() as usize + 1));
         }
         i += 64;
     }
-    // A backslash that ended the last block escapes the first byte of the tail.
-    Ok(Err(i + escape.pending()))
+    // A backslash that ended the last block: the tail starts with it, to see what it escapes.
+    Ok(Err(i - escape.pending()))
+}
+
+/// Whether the escape whose backslash is at `at` is one JSON has: `\"` `\\` `\/` `\b` `\f` `\n`
+/// `\r` `\t`, or `\u` and four hex digits. A backslash at the very end is left to the
+/// unterminated string it is in.
+fn escape_ok(b: &[u8], at: usize) -> bool {
+    match b.get(at + 1) {
+        None | Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => true,
+        Some(b'u') => b
+            .get(at + 2..at + 6)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+        Some(_) => false,
+    }
+}
+
+/// The first damage in a block among the bytes `within` strings: a control character, or an
+/// escape JSON does not have (reported at its backslash). With the bit it is at, to order it
+/// against the brackets.
+fn damage(b: &[u8], i: usize, block: &Block, escaped: u64, within: u64) -> Option<(u32, Error)> {
+    let control = block.control & !escaped & within;
+    let first_control = if control == 0 {
+        64
+    } else {
+        control.trailing_zeros()
+    };
+    let before_control = 1u64.checked_shl(first_control).map_or(!0, |bit| bit - 1);
+    // Escapes are few: each is looked at.
+    let mut escapes = escaped & within & before_control;
+    while escapes != 0 {
+        let k = escapes.trailing_zeros();
+        let at = (i + k as usize).saturating_sub(1);
+        if !escape_ok(b, at) {
+            return Some((
+                k,
+                Error {
+                    at,
+                    what: "invalid escape in a string".into(),
+                },
+            ));
+        }
+        escapes &= escapes - 1;
+    }
+    (control != 0).then(|| {
+        let at = i + first_control as usize;
+        (
+            first_control,
+            Error {
+                at,
+                what: "control character in a string".into(),
+            },
+        )
+    })
 }
 
 /// Open objects and arrays, innermost last.
@@ -239,9 +288,9 @@ fn container_end(b: &[u8], start: usize) -> Result<usize, Error> {
             quote = i + (63 - (quotes & inside).leading_zeros()) as usize;
         }
         in_string = 0u64.wrapping_sub(inside >> 63);
-        let bad = block.control & inside & !escaped;
+        let bad = damage(b, i, &block, escaped, inside);
         // Brackets in order, up to the first damage: what comes first is what counts.
-        let first_bad = if bad == 0 { 64 } else { bad.trailing_zeros() };
+        let first_bad = bad.as_ref().map_or(64, |(k, _)| *k);
         let mut brackets = (block.open | block.close) & !inside & !escaped;
         while brackets != 0 {
             let k = brackets.trailing_zeros();
@@ -257,13 +306,13 @@ fn container_end(b: &[u8], start: usize) -> Result<usize, Error> {
             }
             brackets &= brackets - 1;
         }
-        if bad != 0 {
-            return err(i + first_bad as usize, "control character in a string");
+        if let Some((_, e)) = bad {
+            return Err(e);
         }
         i += 64;
     }
-    // A backslash that ended the last block escapes the first byte of the tail.
-    i += escape.pending();
+    // A backslash that ended the last block: the tail starts with it, to see what it escapes.
+    i -= escape.pending();
     if in_string != 0 {
         i = string_rest(b, i, quote)?;
     }
@@ -491,6 +540,12 @@ impl<'a> Reader<'a> {
     pub fn at(&mut self) -> usize {
         self.ws();
         self.i
+    }
+
+    /// The next value's first byte.
+    pub fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
     }
 
     /// The next value, parsed and validated by serde_json where it stands (not scanned first).

@@ -268,7 +268,7 @@ impl<'a> SecretObject<'a> {
             } else if key.is("type") {
                 r.read_once(&mut type_, "type")?;
             } else if key.is("data") {
-                r.read_once(&mut data, "data")?;
+                r.once(&mut data, "data", read_data_walk)?;
             }
             Ok(json::Walk::Next)
         })?;
@@ -292,24 +292,74 @@ impl<'a> SecretMeta<'a> {
             } else if key.is("uid") {
                 r.once(&mut uid, "uid", |r| r.nullable(json::Reader::text))?;
             } else if key.is("labels") {
-                r.read_once(&mut labels, "labels")?;
+                r.once(&mut labels, "labels", |r| {
+                    read_kept(r, |k| k == INJECT_LABEL || k == ARGOCD_SECRET_TYPE_LABEL)
+                })?;
             } else if key.is("annotations") {
-                r.read_once(&mut annotations, "annotations")?;
+                r.once(&mut annotations, "annotations", |r| {
+                    read_kept(r, |k| k.starts_with(ANNOTATION_PREFIX))
+                })?;
             }
             Ok(json::Walk::Next)
         })?;
         Ok(SecretMeta {
             namespace: namespace.flatten(),
             uid: uid.flatten(),
-            labels: labels.and_then(|Labels(l)| l),
-            annotations: annotations.and_then(|Annotations(a)| a),
+            labels: labels.flatten(),
+            annotations: annotations.flatten(),
         })
     }
 }
 
+/// A map of strings keeping only the keys `keep` accepts, as [`FilteredMap`] reads it, but
+/// walked with the reader: the others' values (`last-applied-configuration` above all) are
+/// skipped, not parsed. Anything but an object goes to serde_json, for its `null` and its
+/// error.
+fn read_kept<'a>(
+    r: &mut json::Reader<'a>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Option<Pairs<'a>>, json::Error> {
+    if r.peek() != Some(b'{') {
+        // `null`, or serde_json's "expected a map of strings": no key to filter either way.
+        return r.read::<Labels>().map(|Labels(l)| l);
+    }
+    let mut kept = Pairs::default();
+    r.object(|r, key| {
+        if let Some(key) = kept_key(key, &keep) {
+            kept.insert(key, r.text()?);
+        }
+        Ok(json::Walk::Next)
+    })?;
+    Ok(Some(kept))
+}
+
+/// `data` as [`read_data`] reads it, walked with the reader as [`read_kept`] walks a map.
+fn read_data_walk<'a>(r: &mut json::Reader<'a>) -> Result<Data<'a>, json::Error> {
+    if r.peek() != Some(b'{') {
+        return r.read();
+    }
+    let mut kept = Pairs::default();
+    r.object(|r, key| {
+        if let Some(key) = kept_key(key, |k| READ_DATA_KEYS.contains(&k)) {
+            kept.insert(key, r.read()?);
+        }
+        Ok(json::Walk::Next)
+    })?;
+    Ok(Data(Some(SecretData::Map(kept))))
+}
+
+/// A member's key as text if `keep` accepts it; the keys kept are ASCII names, so one that is
+/// not UTF-8 is never kept (and, like any skipped string, not checked).
+fn kept_key<'a>(key: json::Key<'a>, keep: impl Fn(&str) -> bool) -> Option<Cow<'a, str>> {
+    let key = match key {
+        json::Key::Raw(raw) => Cow::Borrowed(std::str::from_utf8(raw).ok()?),
+        json::Key::Decoded(k) => Cow::Owned(k),
+    };
+    keep(&key).then_some(key)
+}
+
 /// The fields read with a `deserialize_with` function, as types [`json::Reader::read`] takes.
 struct Labels<'a>(Option<Pairs<'a>>);
-struct Annotations<'a>(Option<Pairs<'a>>);
 struct Data<'a>(Option<SecretData<'a>>);
 
 impl<'de> serde::Deserialize<'de> for Labels<'de> {
@@ -318,17 +368,14 @@ impl<'de> serde::Deserialize<'de> for Labels<'de> {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Annotations<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        read_annotations(d).map(Annotations)
-    }
-}
-
 impl<'de> serde::Deserialize<'de> for Data<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         read_data(d).map(Data)
     }
 }
+
+/// The webhook's own annotations, the only ones it keeps.
+const ANNOTATION_PREFIX: &str = "ecr-token-webhook/";
 
 /// The data keys any secret kind reads.
 const READ_DATA_KEYS: [&str; 3] = ["url", ".dockerconfigjson", ".dockercfg"];
@@ -342,7 +389,7 @@ fn read_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Pairs<'d
 fn read_annotations<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Pairs<'de>>, D::Error> {
-    d.deserialize_option(FilteredMap(|k: &str| k.starts_with("ecr-token-webhook/")))
+    d.deserialize_option(FilteredMap(|k: &str| k.starts_with(ANNOTATION_PREFIX)))
 }
 
 /// A map of strings keeping only the keys `keep` accepts; the others' values are skipped.

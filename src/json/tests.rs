@@ -199,7 +199,11 @@ fn walks_the_members_of_an_object() {
         ),
         (
             r#"{"a\u":1}"#,
-            Err("key: EOF while parsing a string at byte 1".into()),
+            Err("invalid escape in a string at byte 3".into()),
+        ),
+        (
+            r#"{"a\ud800":1}"#,
+            Err("key: unexpected end of hex escape at byte 1".into()),
         ),
         ("[]", Err("expected an object at byte 0".into())),
         ("", Err("expected an object at byte 0".into())),
@@ -319,7 +323,20 @@ fn skip_bytewise(b: &[u8], start: usize) -> Result<usize, Error> {
     }
     while let Some(&c) = b.get(i) {
         match (quote, c) {
-            (_, b'\\') => i += 1,
+            (Some(_), b'\\') => {
+                let valid = match b.get(i + 1) {
+                    None => true,
+                    Some(b'u') => b
+                        .get(i + 2..i + 6)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)),
+                    Some(e) => b"\"\\/bfnrt".contains(e),
+                };
+                if !valid {
+                    return err(i, "invalid escape in a string");
+                }
+                i += 1;
+            }
+            (None, b'\\') => i += 1,
             (Some(_), b'"') => {
                 quote = None;
                 if stack.is_empty() {
@@ -374,8 +391,10 @@ fn json_like(rng: &mut Rng, out: &mut Vec<u8>, depth: usize) {
             out.push(b'"');
             let len = [0, 3, 30, 70, 150][rng.below(5)];
             for _ in 0..len {
-                match rng.below(12) {
+                match rng.below(14) {
                     0 => out.extend_from_slice(b"\\\""),
+                    12 => out.extend_from_slice(b"\\u00e9\\n"),
+                    13 => out.extend_from_slice(b"\\u12"),
                     1 => out.extend_from_slice(&b"\\\\\\\\\\\\"[..2 * (1 + rng.below(3))]),
                     2 => out.extend_from_slice("é".as_bytes()),
                     3 => out.extend_from_slice(b"{]"),
