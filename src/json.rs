@@ -215,8 +215,8 @@ fn damage(b: &[u8], i: usize, block: &Block, escaped: u64, within: u64) -> Optio
         control.trailing_zeros()
     };
     let before_control = 1u64.checked_shl(first_control).map_or(!0, |bit| bit - 1);
-    // Escapes are few: each is looked at.
-    let mut escapes = escaped & within & before_control;
+    // An escaped quote or backslash is always right; the other escapes are few, each looked at.
+    let mut escapes = escaped & within & before_control & !(block.quote | block.backslash);
     while escapes != 0 {
         let k = escapes.trailing_zeros();
         let at = (i + k as usize).saturating_sub(1);

@@ -293,11 +293,13 @@ impl<'a> SecretMeta<'a> {
                 r.once(&mut uid, "uid", |r| r.nullable(json::Reader::text))?;
             } else if key.is("labels") {
                 r.once(&mut labels, "labels", |r| {
-                    read_kept(r, |k| k == INJECT_LABEL || k == ARGOCD_SECRET_TYPE_LABEL)
+                    read_kept(r, |k| {
+                        k == INJECT_LABEL.as_bytes() || k == ARGOCD_SECRET_TYPE_LABEL.as_bytes()
+                    })
                 })?;
             } else if key.is("annotations") {
                 r.once(&mut annotations, "annotations", |r| {
-                    read_kept(r, |k| k.starts_with(ANNOTATION_PREFIX))
+                    read_kept(r, |k| k.starts_with(ANNOTATION_PREFIX.as_bytes()))
                 })?;
             }
             Ok(json::Walk::Next)
@@ -317,7 +319,7 @@ impl<'a> SecretMeta<'a> {
 /// error.
 fn read_kept<'a>(
     r: &mut json::Reader<'a>,
-    keep: impl Fn(&str) -> bool,
+    keep: impl Fn(&[u8]) -> bool,
 ) -> Result<Option<Pairs<'a>>, json::Error> {
     if r.peek() != Some(b'{') {
         // `null`, or serde_json's "expected a map of strings": no key to filter either way.
@@ -340,7 +342,7 @@ fn read_data_walk<'a>(r: &mut json::Reader<'a>) -> Result<Data<'a>, json::Error>
     }
     let mut kept = Pairs::default();
     r.object(|r, key| {
-        if let Some(key) = kept_key(key, |k| READ_DATA_KEYS.contains(&k)) {
+        if let Some(key) = kept_key(key, |k| READ_DATA_KEYS.iter().any(|d| d.as_bytes() == k)) {
             kept.insert(key, r.read()?);
         }
         Ok(json::Walk::Next)
@@ -348,14 +350,14 @@ fn read_data_walk<'a>(r: &mut json::Reader<'a>) -> Result<Data<'a>, json::Error>
     Ok(Data(Some(SecretData::Map(kept))))
 }
 
-/// A member's key as text if `keep` accepts it; the keys kept are ASCII names, so one that is
-/// not UTF-8 is never kept (and, like any skipped string, not checked).
-fn kept_key<'a>(key: json::Key<'a>, keep: impl Fn(&str) -> bool) -> Option<Cow<'a, str>> {
-    let key = match key {
-        json::Key::Raw(raw) => Cow::Borrowed(std::str::from_utf8(raw).ok()?),
-        json::Key::Decoded(k) => Cow::Owned(k),
-    };
-    keep(&key).then_some(key)
+/// A member's key as text if `keep` accepts its bytes (checked first: most keys are not
+/// kept, and need no UTF-8 check); a kept key that is not UTF-8 is not kept.
+fn kept_key<'a>(key: json::Key<'a>, keep: impl Fn(&[u8]) -> bool) -> Option<Cow<'a, str>> {
+    match key {
+        json::Key::Raw(raw) if keep(raw) => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
+        json::Key::Decoded(k) if keep(k.as_bytes()) => Some(Cow::Owned(k)),
+        _ => None,
+    }
 }
 
 /// The fields read with a `deserialize_with` function, as types [`json::Reader::read`] takes.
