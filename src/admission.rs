@@ -231,7 +231,9 @@ struct RequestIn<'a> {
     name: Cow<'a, str>,
     namespace: Option<Cow<'a, str>>,
     operation: Cow<'a, str>,
-    object: Option<SecretObject<'a>>,
+    /// Boxed: it is most of the request's size, and the request is moved (out of the reader,
+    /// into the review's future) several times; one allocation costs less than those copies.
+    object: Option<Box<SecretObject<'a>>>,
     /// A dry run is never persisted: it gets its answer but no Event ([`RequestIn::dry_run`]).
     dry_run: Option<bool>,
     /// Where the reading of the request stopped, if it stopped before its end.
@@ -971,7 +973,7 @@ mod tests {
             name: r.name,
             namespace: r.namespace,
             operation: r.operation,
-            object: r.object,
+            object: r.object.map(Box::new),
             dry_run: r.dry_run,
             rest: None,
         });

@@ -596,6 +596,20 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// [`Reader::once`] for a field that `read` fills in place; `seen` says it was given.
+    pub fn once_in_place(
+        &mut self,
+        seen: &mut bool,
+        name: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let at = self.at();
+        if std::mem::replace(seen, true) {
+            return duplicate(at, name);
+        }
+        read(self)
+    }
+
     /// `None` for `null`, else the next value as `read` reads it (serde's `Option`).
     pub fn nullable<T>(
         &mut self,

@@ -260,11 +260,13 @@ pub struct SecretMeta<'a> {
 impl<'a> SecretObject<'a> {
     /// Reads the object at `r` as the derived `Deserialize` would, but skips what it does not
     /// keep (`managedFields` above all) structurally ([`json::Reader`]) instead of parsing it.
-    pub fn read(r: &mut json::Reader<'a>) -> Result<Self, json::Error> {
-        let (mut metadata, mut type_, mut data) = (None, None, None);
+    /// Boxed, and filled in place: it is large, and the request that holds it is moved.
+    pub fn read(r: &mut json::Reader<'a>) -> Result<Box<Self>, json::Error> {
+        let mut obj = Box::<SecretObject>::default();
+        let (mut metadata, mut type_, mut data) = (false, None, None);
         r.object(|r, key| {
             if key.is("metadata") {
-                r.once(&mut metadata, "metadata", SecretMeta::read)?;
+                r.once_in_place(&mut metadata, "metadata", |r| obj.metadata.read(r))?;
             } else if key.is("type") {
                 r.read_once(&mut type_, "type")?;
             } else if key.is("data") {
@@ -272,17 +274,16 @@ impl<'a> SecretObject<'a> {
             }
             Ok(json::Walk::Next)
         })?;
-        Ok(SecretObject {
-            metadata: metadata.unwrap_or_default(),
-            type_: type_.flatten(),
-            data: data.and_then(|Data(d)| d),
-        })
+        obj.type_ = type_.flatten();
+        obj.data = data.and_then(|Data(d)| d);
+        Ok(obj)
     }
 }
 
 impl<'a> SecretMeta<'a> {
-    fn read(r: &mut json::Reader<'a>) -> Result<Self, json::Error> {
-        let (mut namespace, mut uid, mut labels, mut annotations) = (None, None, None, None);
+    /// Fills in what the object's `metadata` at `r` holds of the fields kept.
+    fn read(&mut self, r: &mut json::Reader<'a>) -> Result<(), json::Error> {
+        let (mut namespace, mut uid, mut labels, mut annotations) = (None, None, false, false);
         r.object(|r, key| {
             // Borrowed, as `admission::read_request` reads the request's namespace.
             if key.is("namespace") {
@@ -292,24 +293,24 @@ impl<'a> SecretMeta<'a> {
             } else if key.is("uid") {
                 r.once(&mut uid, "uid", |r| r.nullable(json::Reader::text))?;
             } else if key.is("labels") {
-                r.once(&mut labels, "labels", |r| {
-                    read_kept(r, |k| {
+                r.once_in_place(&mut labels, "labels", |r| {
+                    self.labels = read_kept(r, |k| {
                         k == INJECT_LABEL.as_bytes() || k == ARGOCD_SECRET_TYPE_LABEL.as_bytes()
-                    })
+                    })?;
+                    Ok(())
                 })?;
             } else if key.is("annotations") {
-                r.once(&mut annotations, "annotations", |r| {
-                    read_kept(r, |k| k.starts_with(ANNOTATION_PREFIX.as_bytes()))
+                r.once_in_place(&mut annotations, "annotations", |r| {
+                    self.annotations =
+                        read_kept(r, |k| k.starts_with(ANNOTATION_PREFIX.as_bytes()))?;
+                    Ok(())
                 })?;
             }
             Ok(json::Walk::Next)
         })?;
-        Ok(SecretMeta {
-            namespace: namespace.flatten(),
-            uid: uid.flatten(),
-            labels: labels.flatten(),
-            annotations: annotations.flatten(),
-        })
+        self.namespace = namespace.flatten();
+        self.uid = uid.flatten();
+        Ok(())
     }
 }
 
