@@ -125,8 +125,8 @@ fn string_end(b: &[u8], start: usize) -> Result<usize, Error> {
     string_rest(b, start, start - 1)
 }
 
-/// A string that has this many bytes left after a word-at-a-time look is long enough to be
-/// worth [`Block`]s: most strings (keys, names) end well before.
+/// A string is looked at a word at a time for this many bytes, then by [`Block`]s: most strings
+/// (keys, names) end before, and a block costs more than a few words.
 const SHORT_STRING: usize = 24;
 
 /// The index just past the string that goes on at `i` (its opening quote at `quote`).
