@@ -294,15 +294,12 @@ impl<'a> SecretMeta<'a> {
                 r.once(&mut uid, "uid", |r| r.nullable(json::Reader::text))?;
             } else if key.is("labels") {
                 r.once_in_place(&mut labels, "labels", |r| {
-                    self.labels = read_kept(r, |k| {
-                        k == INJECT_LABEL.as_bytes() || k == ARGOCD_SECRET_TYPE_LABEL.as_bytes()
-                    })?;
+                    self.labels = read_kept(r, kept_label)?;
                     Ok(())
                 })?;
             } else if key.is("annotations") {
                 r.once_in_place(&mut annotations, "annotations", |r| {
-                    self.annotations =
-                        read_kept(r, |k| k.starts_with(ANNOTATION_PREFIX.as_bytes()))?;
+                    self.annotations = read_kept(r, kept_annotation)?;
                     Ok(())
                 })?;
             }
@@ -326,14 +323,7 @@ fn read_kept<'a>(
         // `null`, or serde_json's "expected a map of strings": no key to filter either way.
         return r.read::<Labels>().map(|Labels(l)| l);
     }
-    let mut kept = Pairs::default();
-    r.object(|r, key| {
-        if let Some(key) = kept_key(key, &keep) {
-            kept.insert(key, r.text()?);
-        }
-        Ok(json::Walk::Next)
-    })?;
-    Ok(Some(kept))
+    walk_kept(r, keep, json::Reader::text).map(Some)
 }
 
 /// `data` as [`read_data`] reads it, walked with the reader as [`read_kept`] walks a map.
@@ -341,14 +331,25 @@ fn read_data_walk<'a>(r: &mut json::Reader<'a>) -> Result<Data<'a>, json::Error>
     if r.peek() != Some(b'{') {
         return r.read();
     }
+    let kept = walk_kept(r, kept_data_key, json::Reader::read)?;
+    Ok(Data(Some(SecretData::Map(kept))))
+}
+
+/// The object at `r` (its first byte is `{`), keeping the members whose key `keep` accepts,
+/// each value read by `value`.
+fn walk_kept<'a, V>(
+    r: &mut json::Reader<'a>,
+    keep: impl Fn(&[u8]) -> bool,
+    value: impl Fn(&mut json::Reader<'a>) -> Result<V, json::Error>,
+) -> Result<Pairs<'a, V>, json::Error> {
     let mut kept = Pairs::default();
     r.object(|r, key| {
-        if let Some(key) = kept_key(key, |k| READ_DATA_KEYS.iter().any(|d| d.as_bytes() == k)) {
-            kept.insert(key, r.read()?);
+        if let Some(key) = kept_key(key, &keep) {
+            kept.insert(key, value(r)?);
         }
         Ok(json::Walk::Next)
     })?;
-    Ok(Data(Some(SecretData::Map(kept))))
+    Ok(kept)
 }
 
 /// A member's key as text if `keep` accepts its bytes (checked first: most keys are not
@@ -383,22 +384,34 @@ const ANNOTATION_PREFIX: &str = "ecr-token-webhook/";
 /// The data keys any secret kind reads.
 const READ_DATA_KEYS: [&str; 3] = ["url", ".dockerconfigjson", ".dockercfg"];
 
+/// What is kept of a secret, by key, on the bytes of the key: the same for serde_json's path
+/// and the reader's.
+fn kept_label(k: &[u8]) -> bool {
+    k == INJECT_LABEL.as_bytes() || k == ARGOCD_SECRET_TYPE_LABEL.as_bytes()
+}
+
+fn kept_annotation(k: &[u8]) -> bool {
+    k.starts_with(ANNOTATION_PREFIX.as_bytes())
+}
+
+fn kept_data_key(k: &[u8]) -> bool {
+    READ_DATA_KEYS.iter().any(|d| d.as_bytes() == k)
+}
+
 fn read_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Pairs<'de>>, D::Error> {
-    d.deserialize_option(FilteredMap(|k: &str| {
-        k == INJECT_LABEL || k == ARGOCD_SECRET_TYPE_LABEL
-    }))
+    d.deserialize_option(FilteredMap(kept_label))
 }
 
 fn read_annotations<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Pairs<'de>>, D::Error> {
-    d.deserialize_option(FilteredMap(|k: &str| k.starts_with(ANNOTATION_PREFIX)))
+    d.deserialize_option(FilteredMap(kept_annotation))
 }
 
 /// A map of strings keeping only the keys `keep` accepts; the others' values are skipped.
 struct FilteredMap<F>(F);
 
-impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
+impl<'de, F: Fn(&[u8]) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
     type Value = Option<Pairs<'de>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -420,7 +433,7 @@ impl<'de, F: Fn(&str) -> bool> serde::de::Visitor<'de> for FilteredMap<F> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
         let mut kept = Pairs::default();
         while let Some(json::Text(key)) = m.next_key()? {
-            if (self.0)(&key) {
+            if (self.0)(key.as_bytes()) {
                 let json::Text(value) = m.next_value()?;
                 kept.insert(key, value);
             } else {
@@ -533,7 +546,7 @@ fn read_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretData
         ) -> Result<Self::Value, A::Error> {
             let mut kept = Pairs::default();
             while let Some(json::Text(key)) = m.next_key()? {
-                if READ_DATA_KEYS.contains(&&*key) {
+                if kept_data_key(key.as_bytes()) {
                     let value = m.next_value()?;
                     kept.insert(key, value);
                 } else {
