@@ -588,12 +588,11 @@ impl<'a> Reader<'a> {
         name: &'static str,
         read: impl FnOnce(&mut Self) -> Result<T, Error>,
     ) -> Result<(), Error> {
-        let at = self.at();
-        if slot.is_some() {
-            return duplicate(at, name);
-        }
-        *slot = Some(read(self)?);
-        Ok(())
+        let mut seen = slot.is_some();
+        self.once_in_place(&mut seen, name, |r| {
+            *slot = Some(read(r)?);
+            Ok(())
+        })
     }
 
     /// [`Reader::once`] for a field that `read` fills in place; `seen` says it was given.
