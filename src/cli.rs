@@ -116,6 +116,22 @@ pub struct ServeArgs {
     #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_SELF_MANAGED",
         conflicts_with_all = ["tls_cert_file", "tls_key_file", "tls_self_signed"])]
     pub tls_self_managed: bool,
+    /// Caller authentication: serve POST /mutate only to TLS clients whose certificate chains
+    /// to this CA (PEM), normally the API server's client certificate; others are refused at
+    /// the handshake. Reloaded like the serving pair. Off by default (any client is served).
+    /// See docs/caller-authentication.md.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// With --tls-client-ca-file: the client certificate must also carry one of these names
+    /// (a DNS subject alternative name or the common name), comma-separated. Empty: any
+    /// certificate the CA signed.
+    #[arg(
+        long,
+        env = "ECR_TOKEN_WEBHOOK_TLS_CLIENT_NAMES",
+        value_delimiter = ',',
+        requires = "tls_client_ca_file"
+    )]
+    pub tls_client_names: Vec<String>,
     /// Secret that holds the self-managed CA and serving certificate.
     #[arg(
         long,
@@ -654,5 +670,29 @@ mod tests {
         let e = serve(&[]).unwrap_err();
         assert!(e.contains(f) && e.contains("rules is empty"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn caller_authentication_is_off_unless_a_client_ca_is_given() {
+        let serve = |extra: &[&str]| {
+            let mut args = vec!["x", "serve", "--tls-self-signed"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Serve(s) => (s.tls_client_ca_file, s.tls_client_names),
+                _ => panic!("serve"),
+            })
+        };
+        assert_eq!(serve(&[]).unwrap(), (None, vec![]));
+        let (ca, names) = serve(&[
+            "--tls-client-ca-file",
+            "/ca.crt",
+            "--tls-client-names",
+            "a,b",
+        ])
+        .unwrap();
+        assert_eq!(ca, Some(PathBuf::from("/ca.crt")));
+        assert_eq!(names, ["a", "b"]);
+        // Names without a CA would check nothing: refused.
+        assert!(serve(&["--tls-client-names", "a"]).is_err());
     }
 }

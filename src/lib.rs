@@ -22,6 +22,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod admission;
 pub mod cli;
+pub mod client_auth;
 pub mod ecr;
 pub mod json;
 pub mod leader;

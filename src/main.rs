@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ecr_token_webhook::admission::{EventSink, Webhook};
 use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogFormat, ServeArgs};
+use ecr_token_webhook::client_auth::{self, ClientAuth};
 use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
 use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::logging;
@@ -117,12 +118,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         None
     };
     let metrics = Arc::new(Metrics::default());
+    let client_auth = match &args.tls_client_ca_file {
+        Some(ca) => {
+            let auth = ClientAuth::load(ca, &args.tls_client_names).map_err(|e| e.to_string())?;
+            tracing::info!(ca = %ca.display(), names = %logging::list(auth.names()),
+                "caller authentication: /mutate serves only clients with a certificate from this CA");
+            Some(auth)
+        }
+        None => None,
+    };
+    let verifier: tls::ClientVerifier = client_auth.clone().map(|a| a as _);
     let mut reloader = None;
     let mut self_managed = None;
     let tls_config = if let Some(kube) = kube.clone().filter(|_| args.tls_self_managed) {
-        let (sm, material) = start_self_managed(&args, kube, &metrics).await?;
+        let (sm, material) = start_self_managed(&args, kube, &metrics, verifier.clone()).await?;
         metrics.set_tls_not_after(material.not_after);
-        let config = material.server_config();
+        let config = material.server_config_with(verifier.clone());
         self_managed = Some((sm, material));
         config
     } else if args.tls_self_signed {
@@ -138,16 +149,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             metrics.set_tls_not_after(t);
         }
         tracing::info!(ca = %dir.join("ca.crt").display(), "self-signed TLS: trust this CA to call the webhook");
-        tls::server_config(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes(), "self-signed")
+        tls::server_config_with(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes(), "self-signed", verifier.clone())
     } else {
         match (&args.tls_cert_file, &args.tls_key_file) {
             (Some(cert), Some(key)) => {
-                let r = tls::Reloader::new(cert, key);
+                let r = tls::Reloader::new(cert, key).with_client_auth(verifier.clone());
                 if let Some(t) = r.not_after() {
                     metrics.set_tls_not_after(t);
                 }
                 reloader = Some(r);
-                tls::load_files(cert, key)
+                tls::load_files_with(cert, key, verifier.clone())
             }
             _ => return Err("--tls-cert-file and --tls-key-file, --tls-self-signed or --tls-self-managed is required".into()),
         }
@@ -213,6 +224,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.tls_reload_interval,
             metrics.clone(),
         );
+    }
+    if let Some(auth) = client_auth {
+        client_auth::spawn_reloader(auth, args.tls_reload_interval, metrics.clone());
     }
     if let Some((sm, material)) = self_managed {
         sm.spawn_maintainer(running.tls.clone(), material, metrics.clone());
@@ -286,6 +300,7 @@ async fn start_self_managed(
     args: &ServeArgs,
     kube: Result<(kube::Client, String), String>,
     metrics: &Metrics,
+    client_auth: tls::ClientVerifier,
 ) -> Result<(SelfManaged, Material), String> {
     let (client, namespace) = kube.map_err(|e| format!("--tls-self-managed: {e}"))?;
     let names = tls::service_names(&args.service, &namespace);
@@ -298,7 +313,7 @@ async fn start_self_managed(
     };
     tracing::info!(secret = %cfg.secret_name, namespace = %cfg.namespace,
         webhook_config = %cfg.webhook_config_name, names = %logging::list(&cfg.names), "self-managed TLS");
-    let sm = SelfManaged::new(client, cfg);
+    let sm = SelfManaged::new(client, cfg).with_client_auth(client_auth);
     let material = match sm.ensure().await {
         Ok(Check::Current(m)) => m,
         // Serving the stored pair beats a crash loop; the maintainer retries the renewal.

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -73,6 +75,48 @@ impl Collector for OptionalGauge {
     }
 }
 
+/// Why a caller was refused at the webhook port's TLS handshake (`--tls-client-ca-file`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CallerRefusal {
+    /// No client certificate.
+    NoCertificate,
+    /// A certificate that does not chain to the client CA (or is otherwise bad).
+    Untrusted,
+    /// Expired or not yet valid.
+    Expired,
+    /// Chains to the CA but carries none of the required names.
+    WrongName,
+}
+
+impl CallerRefusal {
+    pub const ALL: [CallerRefusal; 4] = [
+        CallerRefusal::NoCertificate,
+        CallerRefusal::Untrusted,
+        CallerRefusal::Expired,
+        CallerRefusal::WrongName,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CallerRefusal::NoCertificate => "no_certificate",
+            CallerRefusal::Untrusted => "untrusted",
+            CallerRefusal::Expired => "expired",
+            CallerRefusal::WrongName => "wrong_name",
+        }
+    }
+}
+
+impl EncodeLabelValue for CallerRefusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerRefusalLabels {
+    pub reason: CallerRefusal,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
     pub region: String,
@@ -102,6 +146,7 @@ pub struct Metrics {
     earliest_expiry: OptionalGauge,
     last_pass: Gauge<f64, AtomicU64>,
     leader: Gauge,
+    caller_refusals: Family<CallerRefusalLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -221,8 +266,19 @@ impl Default for Metrics {
             "1 while this replica holds the refresher lease",
             leader.clone(),
         );
+        let caller_refusals = Family::<CallerRefusalLabels, Counter>::default();
+        registry.register(
+            "caller_refusals",
+            "Callers refused at the webhook port's TLS handshake (--tls-client-ca-file), by reason: no_certificate, untrusted, expired, wrong_name",
+            caller_refusals.clone(),
+        );
+        // Every reason from the start, so a rate over one finds 0 rather than nothing.
+        for reason in CallerRefusal::ALL {
+            caller_refusals.get_or_create_owned(&CallerRefusalLabels { reason });
+        }
         Metrics {
             registry,
+            caller_refusals,
             touches,
             policy_refusals,
             policy_reloads,
@@ -347,6 +403,12 @@ impl Metrics {
     pub fn tls_reload(&self, outcome: &'static str) {
         self.tls_reloads
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn caller_refused(&self, reason: CallerRefusal) {
+        self.caller_refusals
+            .get_or_create(&CallerRefusalLabels { reason })
             .inc();
     }
 

@@ -121,10 +121,19 @@ impl Material {
     }
 
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        tls::server_config(
+        self.server_config_with(None)
+    }
+
+    /// [`Material::server_config`] with caller authentication.
+    pub fn server_config_with(
+        &self,
+        client: tls::ClientVerifier,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        tls::server_config_with(
             self.cert_pem.as_bytes(),
             self.key_pem.as_bytes(),
             "self-managed",
+            client,
         )
     }
 
@@ -167,6 +176,8 @@ fn reusable_ca(s: &Secret, leaf_until: SystemTime) -> Option<(String, String)> {
 pub struct SelfManaged {
     client: Client,
     cfg: SelfManagedConfig,
+    /// Caller authentication (`--tls-client-ca-file`) for every pair served.
+    client_auth: tls::ClientVerifier,
 }
 
 fn is_conflict(e: &Error) -> bool {
@@ -182,7 +193,17 @@ pub fn retry_delay(failures: u32, base: Duration, max: Duration) -> Duration {
 
 impl SelfManaged {
     pub fn new(client: Client, cfg: SelfManagedConfig) -> Self {
-        SelfManaged { client, cfg }
+        SelfManaged {
+            client,
+            cfg,
+            client_auth: None,
+        }
+    }
+
+    /// Pairs put in service by the maintainer ask clients for certificates verified by `client`.
+    pub fn with_client_auth(mut self, client: tls::ClientVerifier) -> Self {
+        self.client_auth = client;
+        self
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -361,19 +382,21 @@ impl SelfManaged {
                     }
                 };
                 match found {
-                    Some(m) if m != current => match m.server_config() {
-                        Ok(config) => {
-                            tls.reload_from_config(config);
-                            metrics.tls_reload("reloaded");
-                            metrics.set_tls_not_after(m.not_after);
-                            tracing::info!(not_after = %rfc3339(m.not_after), "serving the renewed certificate");
-                            current = m;
+                    Some(m) if m != current => {
+                        match m.server_config_with(self.client_auth.clone()) {
+                            Ok(config) => {
+                                tls.reload_from_config(config);
+                                metrics.tls_reload("reloaded");
+                                metrics.set_tls_not_after(m.not_after);
+                                tracing::info!(not_after = %rfc3339(m.not_after), "serving the renewed certificate");
+                                current = m;
+                            }
+                            Err(e) => {
+                                metrics.tls_reload("refused");
+                                tracing::warn!(error = %e, "stored pair refused; the current one stays in service");
+                            }
                         }
-                        Err(e) => {
-                            metrics.tls_reload("refused");
-                            tracing::warn!(error = %e, "stored pair refused; the current one stays in service");
-                        }
-                    },
+                    }
                     _ => {}
                 }
                 if let Err(e) = self.inject_ca_bundle(&current).await {

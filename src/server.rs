@@ -247,6 +247,8 @@ pub async fn start(
     let addr = web_listener.local_addr()?;
 
     let (stop_admin, mut stopped) = watch::channel(false);
+    // Refused callers (--tls-client-ca-file) surface as failed accepts, with the peer address.
+    let refusals = crate::client_auth::refusal_handler(metrics.clone());
     let admin_app = admin_router(metrics, tokens, ready.clone());
     let admin = tokio::spawn(async move {
         axum::serve(admin_listener, admin_app)
@@ -263,7 +265,8 @@ pub async fn start(
     let server = axum_server::from_tcp(web_listener)?
         .acceptor(acceptor)
         .handle(handle.clone())
-        .first_request_timeout(HANDSHAKE_TIMEOUT);
+        .first_request_timeout(HANDSHAKE_TIMEOUT)
+        .accept_error_handler(move |peer, e| refusals(peer, e));
     let app = webhook_router(webhook);
     let web = tokio::spawn(async move { server.serve(app.into_make_service()).await });
     ready.store(true, Ordering::SeqCst);

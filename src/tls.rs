@@ -53,12 +53,26 @@ pub fn not_after(cert_pem: &[u8], what: &str) -> Result<SystemTime, TlsError> {
     Ok(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// A client-certificate verifier for the webhook port (`--tls-client-ca-file`); none: any
+/// client is served.
+pub type ClientVerifier = Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>;
+
 /// A rustls server config from PEM bytes, offering HTTP/2 and HTTP/1.1.
 /// Fails if the key does not match the certificate.
 pub fn server_config(
     cert_pem: &[u8],
     key_pem: &[u8],
     what: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_with(cert_pem, key_pem, what, None)
+}
+
+/// [`server_config`] that also asks clients for a certificate and verifies it with `client`.
+pub fn server_config_with(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+    client: ClientVerifier,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .filter_map(Result::ok)
@@ -71,15 +85,27 @@ pub fn server_config(
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey {
         what: what.to_string(),
     })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// Reads and validates a PEM certificate chain and key from files.
 pub fn load_files(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    load_files_with(cert, key, None)
+}
+
+/// [`load_files`] with a client-certificate verifier (see [`server_config_with`]).
+pub fn load_files_with(
+    cert: &Path,
+    key: &Path,
+    client: ClientVerifier,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| TlsError::Read {
             path: p.to_path_buf(),
@@ -87,7 +113,7 @@ pub fn load_files(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
         })
     };
     let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-    server_config(&cert_pem, &key_pem, &cert.display().to_string())
+    server_config_with(&cert_pem, &key_pem, &cert.display().to_string(), client)
 }
 
 /// A CA and a serving certificate it signed, all PEM.
@@ -244,6 +270,7 @@ pub struct Reloader {
     cert: PathBuf,
     key: PathBuf,
     last: (Vec<u8>, Vec<u8>),
+    client: ClientVerifier,
 }
 
 /// What one poll found.
@@ -262,7 +289,14 @@ impl Reloader {
             last: (read(cert), read(key)),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
+            client: None,
         }
+    }
+
+    /// Reloaded pairs keep asking clients for certificates verified by `client`.
+    pub fn with_client_auth(mut self, client: ClientVerifier) -> Self {
+        self.client = client;
+        self
     }
 
     /// The expiry of the certificate last read (the one in service unless it was refused).
@@ -285,7 +319,12 @@ impl Reloader {
         if pair == self.last {
             return Reload::Unchanged;
         }
-        let result = server_config(&pair.0, &pair.1, &self.cert.display().to_string());
+        let result = server_config_with(
+            &pair.0,
+            &pair.1,
+            &self.cert.display().to_string(),
+            self.client.clone(),
+        );
         // Remember what was seen either way: a refused pair is logged once, not every poll.
         self.last = pair;
         match result {
