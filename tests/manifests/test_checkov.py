@@ -25,6 +25,8 @@ from test_helm import VALUE_SETS, render
 
 OVERLAYS = KUSTOMIZE_BASE.parent / "overlays"
 POLICY_FILE = KUSTOMIZE_BASE.parent / "components" / "policy-file"
+CALLER_AUTH = KUSTOMIZE_BASE.parent / "components" / "caller-auth"
+NETWORK_POLICY = KUSTOMIZE_BASE.parent / "components" / "network-policy"
 
 
 def manifest_sets(workdir: Path) -> dict[str, list[dict]]:
@@ -36,6 +38,11 @@ def manifest_sets(workdir: Path) -> dict[str, list[dict]]:
             OVERLAYS / "namespaced", OVERLAYS / "self-managed", workdir
         ),
         "kustomize-base-with-policy-file": render_component(POLICY_FILE, workdir / "policy-file", (KUSTOMIZE_BASE,)),
+        "kustomize-base-with-caller-auth": render_component(CALLER_AUTH, workdir / "caller-auth", (KUSTOMIZE_BASE,)),
+        # Where the policy is enabled, checkov's NetworkPolicy check (CKV2_K8S_6) runs and passes.
+        "kustomize-base-with-network-policy": render_component(
+            NETWORK_POLICY, workdir / "network-policy", (KUSTOMIZE_BASE,)
+        ),
     }
     for case, (values, name, namespace) in VALUE_SETS.items():
         sets["helm-" + case.replace(" ", "-")] = render(values, name, namespace)
@@ -48,6 +55,8 @@ SET_NAMES = [
     "kustomize-namespaced",
     "kustomize-namespaced-on-self-managed",
     "kustomize-base-with-policy-file",
+    "kustomize-base-with-caller-auth",
+    "kustomize-base-with-network-policy",
     *("helm-" + case.replace(" ", "-") for case in VALUE_SETS),
 ]
 
@@ -111,6 +120,13 @@ def test_checkov_finds_nothing(checkov_results, name):
         f"checkov failures in {name} (fix the manifest, or skip on the object with "
         "`checkov.io/skipN: ID=reason`):\n" + "\n".join(failed)
     )
+
+
+@pytest.mark.parametrize("name", ["kustomize-base-with-network-policy", "helm-caller-auth-and-network-policy"])
+def test_the_network_policy_check_runs_and_passes_where_the_policy_is_enabled(checkov_results, name):
+    passed = {c["check_id"] for c in checkov_results[name]["passed"]}
+    skipped = {c["check_id"] for c in checkov_results[name]["skipped"]}
+    assert "CKV2_K8S_6" in passed and "CKV2_K8S_6" not in skipped, (passed, skipped)
 
 
 @pytest.mark.parametrize("name", SET_NAMES)

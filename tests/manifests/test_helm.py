@@ -97,6 +97,10 @@ NAMESPACED_CUSTOM = {
     "policy": {k: v for k, v in CUSTOM_VALUES["policy"].items() if k != "allowedNamespaces"},
     "rbac": {"namespaced": True, "secretNamespaces": ["argocd", "team-a", "team-b"]},
 }
+CALLER_AUTH = {
+    "callerAuth": {"enabled": True},
+    "networkPolicy": {"enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
+}
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -209,6 +213,13 @@ VALUE_SETS = {
     "self-managed custom": ({**CUSTOM_VALUES, **SELF_MANAGED}, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
     "namespaced": (NAMESPACED, "ecr-token-webhook", "ecr-token-webhook"),
     "namespaced self-managed custom": (NAMESPACED_CUSTOM, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
+    # Caller authentication and the network fence (test_caller_auth_manifests.py).
+    "caller auth and network policy": (CALLER_AUTH, CUSTOM_RELEASE, CUSTOM_NAMESPACE),
+    "caller auth self-managed": (
+        {**SELF_MANAGED, "callerAuth": {"enabled": True, "caSecret": "apiserver-ca", "clientNames": ["a", "b"]}},
+        "ecr-token-webhook",
+        "ecr-token-webhook",
+    ),
 }
 
 
@@ -423,9 +434,10 @@ def test_names_the_binary_uses_are_the_names_rbac_grants(case):
         assert not [o for o in objs if o["apiVersion"].startswith("cert-manager.io/")]
         assert "annotations" not in mwc["metadata"] or "cert-manager.io/inject-ca-from" not in mwc["metadata"]["annotations"]
         assert container(objs)["args"] == ["serve"]
-        # No TLS mount (the policy file's, with policy.rules, is the only one there may be).
-        assert [v["name"] for v in pod_spec(objs).get("volumes", []) if v["name"] != "policy"] == []
-        assert [m["name"] for m in container(objs).get("volumeMounts", []) if m["name"] != "policy"] == []
+        # No TLS mount (the policy file's and the client CA's are the only ones there may be).
+        mine = ("policy", "client-ca")
+        assert [v["name"] for v in pod_spec(objs).get("volumes", []) if v["name"] not in mine] == []
+        assert [m["name"] for m in container(objs).get("volumeMounts", []) if m["name"] not in mine] == []
     else:
         serving = one(objs, "Certificate", f"{fullname}-serving")
         svc = f"{service['metadata']['name']}.{namespace}.svc"

@@ -91,3 +91,8 @@ app.kubernetes.io/part-of: ecr-token-webhook
 {{- $h := div $s 3600 }}{{ $m := div (mod $s 3600) 60 }}{{ $sec := mod $s 60 }}
 {{- if $h }}{{ $h }}h{{ end }}{{ if $m }}{{ $m }}m{{ end }}{{ if or $sec (eq $s 0) }}{{ $sec }}s{{ end }}
 {{- end }}
+
+{{/* The Secret whose ca.crt is the client CA (callerAuth). */}}
+{{- define "ecr-token-webhook.clientCaSecret" -}}
+{{- default (printf "%s-client-ca" (include "ecr-token-webhook.fullname" .)) .Values.callerAuth.caSecret }}
+{{- end }}
