@@ -314,6 +314,26 @@ fn binary_refuses_bad_configuration_clearly() {
             2,
             "cannot be used with",
         ),
+        (
+            vec![
+                "serve".into(),
+                "--tls-self-signed".into(),
+                "--tls-client-ca-file".into(),
+                missing.display().to_string(),
+            ],
+            1,
+            "cannot read the client CA file",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--tls-self-signed".into(),
+                "--tls-client-names".into(),
+                "kube-apiserver".into(),
+            ],
+            2,
+            "--tls-client-ca-file",
+        ),
     ];
     for (args, code, want) in cases {
         let mut cmd = Command::new(BIN);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use ecr_token_webhook::client_auth::{self, ClientAuth};
-use ecr_token_webhook::tls;
+use ecr_token_webhook::{server, tls};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     SanType,
@@ -242,6 +242,44 @@ async fn a_new_client_ca_is_picked_up_and_a_bad_one_refused() {
         "{m}"
     );
     assert!(gets_a_token(&client(&h.ca_pem, Some(&new)), &h.base).await);
+}
+
+/// A rotated serving pair keeps asking for client certificates: the reloader builds every new
+/// config with the verifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_serving_pair_still_requires_a_client_certificate() {
+    install_crypto();
+    let trusted = ca("API server client CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &trusted.pem).unwrap();
+    let auth = ClientAuth::load(&ca_file, &[]).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let first = tls::generate(&["127.0.0.1".into()], Duration::from_secs(3600)).unwrap();
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    std::fs::write(&key, &first.key_pem).unwrap();
+    let config = tls::load_files_with(&cert, &key, Some(auth.clone())).unwrap();
+    let h = Harness::start_with_tls(Options::default(), config, &first.ca_cert_pem).await;
+    server::spawn_tls_reloader(
+        h.running.tls.clone(),
+        tls::Reloader::new(&cert, &key).with_client_auth(Some(auth)),
+        Duration::from_millis(100),
+        h.metrics.clone(),
+    );
+    // A new serving pair under a new CA: a client that trusts only the new CA gets through
+    // once it is in service, and only with its certificate.
+    let second = tls::generate(&["127.0.0.1".into()], Duration::from_secs(3600)).unwrap();
+    std::fs::write(&cert, &second.cert_pem).unwrap();
+    std::fs::write(&key, &second.key_pem).unwrap();
+    let with_cert = identity(&trusted, NAME, false);
+    until(
+        "the new serving pair is in service",
+        Duration::from_secs(10),
+        async || gets_a_token(&client(&second.ca_cert_pem, Some(&with_cert)), &h.base).await,
+    )
+    .await;
+    assert!(!gets_a_token(&client(&second.ca_cert_pem, None), &h.base).await);
+    until_metrics(&h, |m| refusals(m, "no_certificate") == 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
