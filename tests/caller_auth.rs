@@ -282,6 +282,57 @@ async fn a_rotated_serving_pair_still_requires_a_client_certificate() {
     until_metrics(&h, |m| refusals(m, "no_certificate") == 1).await;
 }
 
+/// Self-managed TLS: a renewed pair put in service by the maintainer keeps asking for client
+/// certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_managed_renewal_still_requires_a_client_certificate() {
+    use ecr_token_webhook::selfmanaged::{Check, SelfManaged, SelfManagedConfig};
+    use serde_json::json;
+    install_crypto();
+    let ns = "ecr-token-webhook";
+    let kube = common::fake_kube::FakeKube::start(None, reqwest::Client::new()).await;
+    kube.seed_webhook_config(json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration", "metadata": {"name": "ecr-token-webhook"},
+        "webhooks": [{"name": "inject.ecr-token-webhook.io", "admissionReviewVersions": ["v1"],
+            "sideEffects": "None", "clientConfig": {"service": {"name": "ecr-token-webhook",
+            "namespace": ns, "path": "/mutate"}}}]}));
+    kube.seed(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "tls", "namespace": ns}}),
+    );
+    // A two-day certificate, renewed with 30 days left: the first check renews it.
+    let cfg = || SelfManagedConfig {
+        secret_name: "tls".into(),
+        namespace: ns.into(),
+        names: vec!["127.0.0.1".into()],
+        cert_validity: Duration::from_secs(2 * 86400),
+        check_interval: Duration::from_millis(200),
+        ..SelfManagedConfig::default()
+    };
+    let Ok(Check::Current(m)) = SelfManaged::new(kube.client(), cfg()).ensure().await else {
+        panic!("no self-managed pair")
+    };
+    let trusted = ca("API server client CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &trusted.pem).unwrap();
+    let auth = ClientAuth::load(&ca_file, &[]).unwrap();
+    let config = m.server_config_with(Some(auth.clone())).unwrap();
+    let h = Harness::start_with_tls(Options::default(), config, &m.ca_cert_pem).await;
+    let task = SelfManaged::new(kube.client(), cfg())
+        .with_client_auth(Some(auth))
+        .spawn_maintainer(h.running.tls.clone(), m.clone(), h.metrics.clone());
+    until_metrics(&h, |m| {
+        m.contains("ecr_token_webhook_tls_reloads_total{outcome=\"reloaded\"} 1")
+    })
+    .await;
+    task.abort();
+    let with_cert = identity(&trusted, NAME, false);
+    assert!(gets_a_token(&client(&m.ca_cert_pem, Some(&with_cert)), &h.base).await);
+    assert!(!gets_a_token(&client(&m.ca_cert_pem, None), &h.base).await);
+    until_metrics(&h, |m| refusals(m, "no_certificate") == 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_client_ca_any_client_is_served_as_before() {
     let h = Harness::start(Options::default()).await;
