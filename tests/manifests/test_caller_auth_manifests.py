@@ -21,7 +21,7 @@ from manifest_checks import (
     schema_errors,
 )
 from test_guard_component import render_component
-from test_helm import CALLER_AUTH, CUSTOM_FULLNAME, CUSTOM_NAMESPACE, CUSTOM_RELEASE, SELF_MANAGED, render
+from test_helm import CALLER_AUTH, CUSTOM_FULLNAME, CUSTOM_NAMESPACE, CUSTOM_RELEASE, SELF_MANAGED, notes, render
 
 COMPONENTS = KUSTOMIZE_BASE.parent / "components"
 
@@ -156,3 +156,12 @@ def test_default_install_has_neither():
         assert not by_kind(objs, "NetworkPolicy")
         assert not any(k.startswith("ECR_TOKEN_WEBHOOK_TLS_CLIENT") for k in config_map_data(objs))
         assert "client-ca" not in {v["name"] for v in pod_spec(objs).get("volumes", [])}
+
+
+def test_notes_say_who_may_call_the_webhook():
+    text = notes(CALLER_AUTH, name=CUSTOM_RELEASE, namespace=CUSTOM_NAMESPACE)
+    assert f"Secret {CUSTOM_FULLNAME}-apiserver-client" in text and "caller_refusals" in text
+    assert "Any client that reaches" not in text
+    assert "Any client that reaches the webhook's Service can obtain tokens" in notes({})
+    fenced = notes({"networkPolicy": CALLER_AUTH["networkPolicy"]})
+    assert "Any client that reaches" not in fenced and "Caller authentication is on" not in fenced
