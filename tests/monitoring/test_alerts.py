@@ -221,6 +221,7 @@ def test_unit_test_series_are_shaped_like_the_real_metrics():
         "ecr_token_webhook_ecr_requests_total": {"region", "outcome"},
         "ecr_token_webhook_admission_requests_total": {"operation", "kind", "outcome"},
         "ecr_token_webhook_tls_certificate_expiry_timestamp_seconds": set(),
+        "ecr_token_webhook_caller_refusals_total": {"reason"},
     }
     scrape_labels = {"job", "namespace", "pod", "instance"}
     source = "\n".join(p.read_text() for p in (REPO_ROOT / "src").rglob("*.rs"))
