@@ -348,6 +348,7 @@ impl SelfManaged {
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut failures = 0u32;
+            let auth = self.client_auth.clone();
             loop {
                 let wait = match failures {
                     0 => self.cfg.check_interval,
@@ -382,21 +383,19 @@ impl SelfManaged {
                     }
                 };
                 match found {
-                    Some(m) if m != current => {
-                        match m.server_config_with(self.client_auth.clone()) {
-                            Ok(config) => {
-                                tls.reload_from_config(config);
-                                metrics.tls_reload("reloaded");
-                                metrics.set_tls_not_after(m.not_after);
-                                tracing::info!(not_after = %rfc3339(m.not_after), "serving the renewed certificate");
-                                current = m;
-                            }
-                            Err(e) => {
-                                metrics.tls_reload("refused");
-                                tracing::warn!(error = %e, "stored pair refused; the current one stays in service");
-                            }
+                    Some(m) if m != current => match m.server_config_with(auth.clone()) {
+                        Ok(config) => {
+                            tls.reload_from_config(config);
+                            metrics.tls_reload("reloaded");
+                            metrics.set_tls_not_after(m.not_after);
+                            tracing::info!(not_after = %rfc3339(m.not_after), "serving the renewed certificate");
+                            current = m;
                         }
-                    }
+                        Err(e) => {
+                            metrics.tls_reload("refused");
+                            tracing::warn!(error = %e, "stored pair refused; the current one stays in service");
+                        }
+                    },
                     _ => {}
                 }
                 if let Err(e) = self.inject_ca_bundle(&current).await {
