@@ -244,7 +244,7 @@ class Writes:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def assert_rolling_restart_loses_no_token(kubectl: Kubectl, api: Api, ecr, ns: str, per_second: float = 5) -> None:
+def assert_rolling_restart_loses_no_token(kubectl: Kubectl, api: Api, ecr, ns: str, per_second: float = 10) -> None:
     writes = Writes()
     stop = threading.Event()
 
