@@ -2,7 +2,8 @@
 # Runs the whole test suite: the Rust tests (unit, end-to-end over TLS, the binary, moto), then
 # the manifest tests (pytest), the alerting rules' tests (pytest tests/monitoring, promtool), the
 # release checks (pytest tests/release), then, when ECR_TOKEN_WEBHOOK_KUBE_APISERVER names a
-# kube-apiserver binary, the real-API-server tier (pytest tests/kube, with a Prometheus server).
+# kube-apiserver binary, the real-API-server tier (pytest tests/kube, with a Prometheus server),
+# and when ECR_TOKEN_WEBHOOK_NODE_KIT names the node kit, the real-node tier (pytest tests/node).
 # Installs the Python tools they need into .venv first, and Debian's prometheus package (promtool
 # and the server) when it is missing and this runs as root, so it works on a fresh machine with
 # the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust test runner (cargo nextest
@@ -65,6 +66,29 @@ if [[ -n "${ECR_TOKEN_WEBHOOK_KUBE_APISERVER:-}" ]]; then
   .venv/bin/python -m pytest -q -p no:cacheprovider tests/kube || status=$?
 else
   echo "--- real kube-apiserver tier: NOT RUN (set ECR_TOKEN_WEBHOOK_KUBE_APISERVER=/path/to/kube-apiserver)"
+fi
+
+# The real-node tier: the image on a real Kubernetes node (kubelet, containerd, CNI, kube-proxy),
+# installed from deploy/ (the self-managed overlay and the chart). ECR_TOKEN_WEBHOOK_NODE_KIT
+# names the node kit's directory (root only; .ci/run sets it from ../shared/k8s/node),
+# ECR_TOKEN_WEBHOOK_NODE_KIND a kind cluster (.github/workflows/node.yml). Named but broken, it
+# fails; not named, it does not run, and says so.
+if [[ -n "${ECR_TOKEN_WEBHOOK_NODE_KIT:-}${ECR_TOKEN_WEBHOOK_NODE_KIND:-}" ]]; then
+  echo "--- real-node tier (pytest tests/node, ${ECR_TOKEN_WEBHOOK_NODE_KIT:-kind cluster $ECR_TOKEN_WEBHOOK_NODE_KIND})"
+  if [[ -z "${ECR_TOKEN_WEBHOOK_NODE_BIN:-}" ]]; then
+    # The static binary the image is made of (the first build is long: fat LTO).
+    RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked \
+      --target x86_64-unknown-linux-gnu --bin ecr-token-webhook || status=$?
+  fi
+  # At the time limit, SIGINT lets pytest run its teardown, which stops the node.
+  timeout --signal=INT --kill-after=120 30m \
+    .venv/bin/python -m pytest -q -p no:cacheprovider tests/node || status=$?
+  if [[ -n "${ECR_TOKEN_WEBHOOK_NODE_KIT:-}" ]]; then
+    # Stopped already, unless pytest itself was killed; then this is what stops it.
+    "$ECR_TOKEN_WEBHOOK_NODE_KIT/stop.sh" >/dev/null 2>&1 || true
+  fi
+else
+  echo "--- real-node tier: NOT RUN (set ECR_TOKEN_WEBHOOK_NODE_KIT=/path/to/the/node/kit, as root)"
 fi
 
 if [[ $status -ne 0 ]]; then

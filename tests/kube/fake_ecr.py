@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socketserver
 import threading
 import time
 from dataclasses import dataclass
@@ -23,8 +24,21 @@ class Issued:
     region: str
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # http.server's own bind looks the address up in reverse DNS (socket.getfqdn), which for
+        # the node tier's bridge address (tests/node) would ask the machine's resolver.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 class FakeEcr:
-    def __init__(self, lifetime_seconds: int):
+    """`host` is where it listens: 127.0.0.1 for a webhook on this machine, the node's bridge
+    address for one in a pod (tests/node)."""
+
+    def __init__(self, lifetime_seconds: int, host: str = "127.0.0.1"):
         self.lifetime = lifetime_seconds
         self._issued: list[Issued] = []
         self._lock = threading.Lock()
@@ -65,9 +79,8 @@ class FakeEcr:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = _Server((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="fake-ecr", daemon=True)
 
     def _issue(self, region: str) -> Issued:

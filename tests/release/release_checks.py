@@ -15,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 CI_WORKFLOW = WORKFLOWS / "ci.yml"
 IMAGE_WORKFLOW = WORKFLOWS / "image.yml"
+NODE_WORKFLOW = WORKFLOWS / "node.yml"
 RELEASE_WORKFLOW = WORKFLOWS / "release.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 CHART = REPO_ROOT / "deploy" / "helm" / "ecr-token-webhook"

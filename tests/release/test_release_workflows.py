@@ -13,6 +13,7 @@ from release_checks import (
     CI_WORKFLOW,
     DOCKERFILE,
     IMAGE_WORKFLOW,
+    NODE_WORKFLOW,
     RELEASE_SCRIPTS,
     RELEASE_WORKFLOW,
     REPO_ROOT,
@@ -120,6 +121,29 @@ def test_the_image_is_built_and_started_before_any_release(ci):
     script = run_text(wf, "build")
     assert 'docker run --rm --platform "$PLATFORM" ecr-token-webhook:ci --version' in script
     assert "65532:65532" in script
+
+
+def test_the_node_tier_runs_on_kind_with_the_image_from_the_dockerfile():
+    """node.yml: the real Dockerfile's image, loaded into a kind cluster on Kubernetes 1.28, and
+    tests/node run against it (the same tier .ci/run runs on the project's node kit)."""
+    wf = load_workflow(NODE_WORKFLOW)
+    assert wf["permissions"] == {"contents": "read"}
+    assert wf["on"]["push"]["branches"] == ["main"]
+    [job] = wf["jobs"].values()
+    assert "permissions" not in job
+    [build] = step_using(wf, "docker/build-push-action")
+    w = build["with"]
+    assert (w["context"], w["file"], w["push"], w["load"]) == (".", "Dockerfile", False, True)
+    assert "cache-to" not in w, "only image.yml, from main, writes the layer cache"
+    [kind] = step_using(wf, "helm/kind-action")
+    assert re.fullmatch(r"kindest/node:v1\.28\.\d+@sha256:[0-9a-f]{64}", kind["with"]["node_image"])
+    config = REPO_ROOT / kind["with"]["config"]
+    assert 'config_path = "/etc/containerd/certs.d"' in config.read_text()
+    script = run_text(wf, "node")
+    assert 'kind load docker-image "$IMAGE" --name "$CLUSTER"' in script
+    assert "pytest -q -p no:cacheprovider tests/node" in script
+    [tier] = [s for _, s in steps(wf) if "tests/node" in s.get("run", "")]
+    assert set(tier["env"]) == {"ECR_TOKEN_WEBHOOK_NODE_KIND", "ECR_TOKEN_WEBHOOK_NODE_IMAGE"}
 
 
 def test_release_runs_on_version_tags_with_least_privilege(release):
