@@ -12,12 +12,12 @@ use tracing::Instrument;
 
 use crate::json;
 use crate::logging;
-use crate::metrics::Metrics;
+use crate::metrics::{AdmissionOutcome as Outcome, Metrics, Operation};
 use crate::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
 use crate::refresh;
 use crate::refresher::{SecretRef, secret_event};
-use crate::secret::{self, SecretObject, SecretView};
+use crate::secret::{self, SecretKind, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
 
@@ -173,48 +173,6 @@ impl PatchMemo {
 }
 
 const WARNING_PREFIX: &str = "ecr-token-webhook: ";
-
-/// How a request ended, for metrics and logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Patched,
-    PatchedStale,
-    /// Some registries written, others failed.
-    Partial,
-    Skipped,
-    Ignored,
-    Policy,
-    Invalid,
-    FailedOpen,
-    Denied,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Patched => "patched",
-            Outcome::PatchedStale => "patched_stale",
-            Outcome::Partial => "partial",
-            Outcome::Skipped => "skipped",
-            Outcome::Ignored => "ignored",
-            Outcome::Policy => "policy",
-            Outcome::Invalid => "invalid",
-            Outcome::FailedOpen => "failed_open",
-            Outcome::Denied => "denied",
-        }
-    }
-}
-
-/// The operation as a metric label (a fixed set, whatever the request says).
-fn operation_name(op: &str) -> &'static str {
-    match op {
-        "CREATE" => "CREATE",
-        "UPDATE" => "UPDATE",
-        "DELETE" => "DELETE",
-        "CONNECT" => "CONNECT",
-        _ => "other",
-    }
-}
 
 /// The parts of an AdmissionReview the webhook reads. Strings borrow from the body where they
 /// can; `oldObject`, `userInfo`, `managedFields` and the rest are skipped, never parsed or
@@ -438,6 +396,7 @@ impl Webhook {
         failure_mode: FailureMode,
         metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.admissions_served(&SecretKind::ALL.map(SecretKind::metric_label));
         Webhook {
             tokens,
             policy: policy.into(),
@@ -489,7 +448,7 @@ impl Webhook {
         let (answer, kind, outcome) = self.decide(&req, deadline).instrument(span).await;
         let took = started.elapsed();
         self.metrics
-            .admission(operation_name(&req.operation), kind, outcome.label(), took);
+            .admission(Operation::parse(&req.operation), kind, outcome, took);
         if let Some(events) = &self.events {
             self.report(events, &req, namespace, outcome, &answer);
         }

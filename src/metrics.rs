@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -16,15 +18,100 @@ use crate::token::TokenKey;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    pub operation: &'static str,
+    pub operation: Operation,
     pub kind: &'static str,
-    pub outcome: &'static str,
+    pub outcome: AdmissionOutcome,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EcrLabels {
     pub region: String,
-    pub outcome: &'static str,
+    pub outcome: EcrOutcome,
+}
+
+/// Label enums whose every value is exported at 0 before its first event: an alert on
+/// `increase()` sees a counter's first event only if the series existed before it.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.label())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// The admission request's operation (a fixed set, whatever the request says).
+    Operation {
+        Create => "CREATE",
+        Update => "UPDATE",
+        Delete => "DELETE",
+        Connect => "CONNECT",
+        Other => "other",
+    }
+}
+
+impl Operation {
+    /// The operations the webhook configuration sends.
+    pub const SERVED: [Operation; 2] = [Operation::Create, Operation::Update];
+
+    pub fn parse(op: &str) -> Self {
+        match op {
+            "CREATE" => Operation::Create,
+            "UPDATE" => Operation::Update,
+            "DELETE" => Operation::Delete,
+            "CONNECT" => Operation::Connect,
+            _ => Operation::Other,
+        }
+    }
+}
+
+label_enum! {
+    /// What the webhook did with an admission request.
+    AdmissionOutcome {
+        Patched => "patched",
+        PatchedStale => "patched_stale",
+        /// Some registries written, others failed.
+        Partial => "partial",
+        Skipped => "skipped",
+        Ignored => "ignored",
+        Policy => "policy",
+        Invalid => "invalid",
+        FailedOpen => "failed_open",
+        Denied => "denied",
+    }
+}
+
+label_enum! {
+    /// How an ECR GetAuthorizationToken call ended: success, or the step that failed.
+    EcrOutcome {
+        Success => "success",
+        Error => "error",
+        Credentials => "credentials",
+        AssumeRole => "assume_role",
+        Expired => "expired",
+        Malformed => "malformed",
+        Timeout => "timeout",
+        Backoff => "backoff",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -247,11 +334,27 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Exports every outcome of the served operations for `kinds` at 0, so that the first
+    /// write that fails open (or is denied) is a rise an alert sees, not a new series.
+    pub fn admissions_served(&self, kinds: &[&'static str]) {
+        for operation in Operation::SERVED {
+            for &kind in kinds {
+                for &outcome in AdmissionOutcome::ALL {
+                    let _ = self.admission_requests.get_or_create(&AdmissionLabels {
+                        operation,
+                        kind,
+                        outcome,
+                    });
+                }
+            }
+        }
+    }
+
     pub fn admission(
         &self,
-        operation: &'static str,
+        operation: Operation,
         kind: &'static str,
-        outcome: &'static str,
+        outcome: AdmissionOutcome,
         took: Duration,
     ) {
         self.admission_requests
@@ -264,13 +367,19 @@ impl Metrics {
         self.admission_duration.observe(took.as_secs_f64());
     }
 
-    pub fn ecr_call(&self, region: &str, outcome: &'static str, took: Duration) {
-        self.ecr_requests
-            .get_or_create(&EcrLabels {
-                region: region.to_string(),
-                outcome,
-            })
-            .inc();
+    /// Counts a call. A region's first call exports all its outcomes, 0 but this one, so a
+    /// success after failures (or a failure after successes) is a rise an alert sees.
+    pub fn ecr_call(&self, region: &str, outcome: EcrOutcome, took: Duration) {
+        let labels = |outcome| EcrLabels {
+            region: region.to_string(),
+            outcome,
+        };
+        if self.ecr_requests.get(&labels(outcome)).is_none() {
+            for &o in EcrOutcome::ALL {
+                let _ = self.ecr_requests.get_or_create(&labels(o));
+            }
+        }
+        self.ecr_requests.get_or_create(&labels(outcome)).inc();
         self.ecr_duration.observe(took.as_secs_f64());
     }
 
@@ -390,15 +499,68 @@ mod tests {
     }
 
     #[test]
+    fn served_admission_outcomes_are_exported_at_zero_before_the_first() {
+        let m = Metrics::default();
+        m.admissions_served(&["dockerconfigjson", "argocd-repository"]);
+        let text = m.render(&[]);
+        for operation in ["CREATE", "UPDATE"] {
+            for kind in ["dockerconfigjson", "argocd-repository"] {
+                for outcome in AdmissionOutcome::ALL {
+                    let want = format!(
+                        "ecr_token_webhook_admission_requests_total{{operation=\"{operation}\",kind=\"{kind}\",outcome=\"{}\"}} 0",
+                        outcome.label()
+                    );
+                    assert!(text.contains(&want), "missing {want} in\n{text}");
+                }
+            }
+        }
+        assert!(!text.contains("operation=\"DELETE\""), "{text}");
+    }
+
+    #[test]
+    fn a_regions_first_call_exports_its_other_outcomes_at_zero() {
+        let m = Metrics::default();
+        m.ecr_call("eu-west-1", EcrOutcome::Credentials, Duration::ZERO);
+        m.ecr_call("eu-west-1", EcrOutcome::Credentials, Duration::ZERO);
+        let text = m.render(&[]);
+        for outcome in EcrOutcome::ALL {
+            let n = if *outcome == EcrOutcome::Credentials {
+                2
+            } else {
+                0
+            };
+            let want = format!(
+                "ecr_token_webhook_ecr_requests_total{{region=\"eu-west-1\",outcome=\"{}\"}} {n}\n",
+                outcome.label()
+            );
+            assert!(text.contains(&want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_enums_have_distinct_labels() {
+        fn distinct(labels: Vec<&str>) {
+            let set: std::collections::BTreeSet<_> = labels.iter().collect();
+            assert_eq!(set.len(), labels.len(), "{labels:?}");
+        }
+        distinct(Operation::ALL.iter().map(|o| o.label()).collect());
+        distinct(AdmissionOutcome::ALL.iter().map(|o| o.label()).collect());
+        distinct(EcrOutcome::ALL.iter().map(|o| o.label()).collect());
+        for o in Operation::ALL {
+            assert_eq!(Operation::parse(o.label()), *o);
+        }
+    }
+
+    #[test]
     fn renders_prefixed_families() {
         let m = Metrics::default();
         m.admission(
-            "CREATE",
+            Operation::Create,
             "dockerconfigjson",
-            "patched",
+            AdmissionOutcome::Patched,
             Duration::from_millis(3),
         );
-        m.ecr_call("us-east-1", "success", Duration::from_millis(40));
+        m.ecr_call("us-east-1", EcrOutcome::Success, Duration::from_millis(40));
         m.cache_lookup("hit");
         m.cache_lookup("hit");
         m.pass(
