@@ -16,7 +16,7 @@ use crate::metrics::{AdmissionOutcome as Outcome, Metrics, Operation};
 use crate::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
 use crate::refresh;
-use crate::refresher::{SecretRef, secret_event};
+use crate::refresher::{self, SecretRef, secret_event};
 use crate::secret::{self, SecretKind, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
@@ -64,17 +64,21 @@ pub struct EventSink {
     /// Consecutive failed writes by namespace, then name (nested so a lookup borrows).
     failures: Mutex<HashMap<String, HashMap<String, u32>>>,
     forbidden_logged: AtomicBool,
+    /// Namespaced mode's namespaces (empty: cluster-wide), for the advice on a Forbidden.
+    namespaces: Vec<String>,
 }
 
 /// Secrets tracked at most; past it the counts start over (the first failure reports again).
 const MAX_TRACKED: usize = 10_000;
 
 impl EventSink {
-    pub fn new(client: kube::Client) -> Arc<Self> {
+    /// `namespaces`: the `--secret-namespaces` of namespaced mode, empty when cluster-wide.
+    pub fn new(client: kube::Client, namespaces: Vec<String>) -> Arc<Self> {
         Arc::new(EventSink {
             client,
             failures: Mutex::new(HashMap::new()),
             forbidden_logged: AtomicBool::new(false),
+            namespaces,
         })
     }
 
@@ -131,9 +135,19 @@ impl EventSink {
             match secret_event(&sink.client, &secret, reason, message).await {
                 Ok(()) => {}
                 Err(kube::Error::Api(s)) if s.code == 403 => {
-                    if !sink.forbidden_logged.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(namespace, secret = name, reason = %s.message,
-                            "cannot record Events: forbidden; grant create on events (logged once)");
+                    match refresher::missing_grant(&sink.namespaces, &namespace, "create on events")
+                    {
+                        Some(advice) => {
+                            if !sink.forbidden_logged.swap(true, Ordering::Relaxed) {
+                                tracing::warn!(namespace, secret = name, reason = %s.message, advice,
+                                    "cannot record Events: forbidden (logged once)");
+                            }
+                        }
+                        None => tracing::debug!(
+                            namespace,
+                            secret = name,
+                            "no Event outside the secret namespaces (namespaced mode)"
+                        ),
                     }
                 }
                 Err(e) => {
