@@ -22,6 +22,8 @@ import yaml
 from manifest_checks import KUSTOMIZE_BASE, kustomize, kustomize_with_base
 from test_guard_component import render_component
 from test_helm import VALUE_SETS, render
+from test_openshift import COMPONENT as OPENSHIFT
+from test_openshift import with_component
 
 OVERLAYS = KUSTOMIZE_BASE.parent / "overlays"
 POLICY_FILE = KUSTOMIZE_BASE.parent / "components" / "policy-file"
@@ -36,6 +38,8 @@ def manifest_sets(workdir: Path) -> dict[str, list[dict]]:
             OVERLAYS / "namespaced", OVERLAYS / "self-managed", workdir
         ),
         "kustomize-base-with-policy-file": render_component(POLICY_FILE, workdir / "policy-file", (KUSTOMIZE_BASE,)),
+        "kustomize-base-with-openshift": render_component(OPENSHIFT, workdir / "openshift", (KUSTOMIZE_BASE,)),
+        "kustomize-self-managed-with-openshift": with_component(OVERLAYS / "self-managed", workdir / "openshift-sm"),
     }
     for case, (values, name, namespace) in VALUE_SETS.items():
         sets["helm-" + case.replace(" ", "-")] = render(values, name, namespace)
@@ -48,6 +52,8 @@ SET_NAMES = [
     "kustomize-namespaced",
     "kustomize-namespaced-on-self-managed",
     "kustomize-base-with-policy-file",
+    "kustomize-base-with-openshift",
+    "kustomize-self-managed-with-openshift",
     *("helm-" + case.replace(" ", "-") for case in VALUE_SETS),
 ]
 
