@@ -571,7 +571,7 @@ mod grant_tests {
 
     #[test]
     fn a_forbidden_answer_names_the_grant_of_the_mode_and_none_outside_the_list() {
-        let listed = vec!["argocd".to_string(), "apps".to_string()];
+        let listed = ["argocd".to_string(), "apps".to_string()];
         for (namespaces, namespace, want) in [
             (
                 &[][..],
