@@ -80,6 +80,10 @@ LABEL org.opencontainers.image.title="ecr-token-webhook" \
       org.opencontainers.image.description="Kubernetes mutating admission webhook that keeps Amazon ECR tokens fresh in Secrets" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/ecr-token-webhook /usr/local/bin/ecr-token-webhook
+# OpenShift's restricted-v2 SCC replaces this user with an arbitrary UID of the namespace's range
+# and group 0 (docs/openshift.md). Nothing here depends on the user: the binary is root-owned,
+# mode 0755, and writes no file in a cluster; only `serve --tls-self-signed` (local runs) writes,
+# under $TMPDIR, /tmp, which distroless makes writable by everyone (1777).
 USER 65532:65532
 # 8443: HTTPS POST /mutate. 9090: plain HTTP /metrics, /healthz, /readyz.
 EXPOSE 8443 9090

@@ -12,12 +12,12 @@ use tracing::Instrument;
 
 use crate::json;
 use crate::logging;
-use crate::metrics::Metrics;
+use crate::metrics::{AdmissionOutcome as Outcome, Metrics, Operation};
 use crate::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
 use crate::refresh;
-use crate::refresher::{SecretRef, secret_event};
-use crate::secret::{self, SecretObject, SecretView};
+use crate::refresher::{self, SecretRef, secret_event};
+use crate::secret::{self, SecretKind, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
 
@@ -64,17 +64,21 @@ pub struct EventSink {
     /// Consecutive failed writes by namespace, then name (nested so a lookup borrows).
     failures: Mutex<HashMap<String, HashMap<String, u32>>>,
     forbidden_logged: AtomicBool,
+    /// Namespaced mode's namespaces (empty: cluster-wide), for the advice on a Forbidden.
+    namespaces: Vec<String>,
 }
 
 /// Secrets tracked at most; past it the counts start over (the first failure reports again).
 const MAX_TRACKED: usize = 10_000;
 
 impl EventSink {
-    pub fn new(client: kube::Client) -> Arc<Self> {
+    /// `namespaces`: the `--secret-namespaces` of namespaced mode, empty when cluster-wide.
+    pub fn new(client: kube::Client, namespaces: Vec<String>) -> Arc<Self> {
         Arc::new(EventSink {
             client,
             failures: Mutex::new(HashMap::new()),
             forbidden_logged: AtomicBool::new(false),
+            namespaces,
         })
     }
 
@@ -131,9 +135,19 @@ impl EventSink {
             match secret_event(&sink.client, &secret, reason, message).await {
                 Ok(()) => {}
                 Err(kube::Error::Api(s)) if s.code == 403 => {
-                    if !sink.forbidden_logged.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(namespace, secret = name, reason = %s.message,
-                            "cannot record Events: forbidden; grant create on events (logged once)");
+                    match refresher::missing_grant(&sink.namespaces, &namespace, "create on events")
+                    {
+                        Some(advice) => {
+                            if !sink.forbidden_logged.swap(true, Ordering::Relaxed) {
+                                tracing::warn!(namespace, secret = name, reason = %s.message, advice,
+                                    "cannot record Events: forbidden (logged once)");
+                            }
+                        }
+                        None => tracing::debug!(
+                            namespace,
+                            secret = name,
+                            "no Event outside the secret namespaces (namespaced mode)"
+                        ),
                     }
                 }
                 Err(e) => {
@@ -173,48 +187,6 @@ impl PatchMemo {
 }
 
 const WARNING_PREFIX: &str = "ecr-token-webhook: ";
-
-/// How a request ended, for metrics and logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Patched,
-    PatchedStale,
-    /// Some registries written, others failed.
-    Partial,
-    Skipped,
-    Ignored,
-    Policy,
-    Invalid,
-    FailedOpen,
-    Denied,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Patched => "patched",
-            Outcome::PatchedStale => "patched_stale",
-            Outcome::Partial => "partial",
-            Outcome::Skipped => "skipped",
-            Outcome::Ignored => "ignored",
-            Outcome::Policy => "policy",
-            Outcome::Invalid => "invalid",
-            Outcome::FailedOpen => "failed_open",
-            Outcome::Denied => "denied",
-        }
-    }
-}
-
-/// The operation as a metric label (a fixed set, whatever the request says).
-fn operation_name(op: &str) -> &'static str {
-    match op {
-        "CREATE" => "CREATE",
-        "UPDATE" => "UPDATE",
-        "DELETE" => "DELETE",
-        "CONNECT" => "CONNECT",
-        _ => "other",
-    }
-}
 
 /// The parts of an AdmissionReview the webhook reads. Strings borrow from the body where they
 /// can; `oldObject`, `userInfo`, `managedFields` and the rest are skipped, never parsed or
@@ -438,6 +410,7 @@ impl Webhook {
         failure_mode: FailureMode,
         metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.admissions_served(&SecretKind::ALL.map(SecretKind::metric_label));
         Webhook {
             tokens,
             policy: policy.into(),
@@ -489,7 +462,7 @@ impl Webhook {
         let (answer, kind, outcome) = self.decide(&req, deadline).instrument(span).await;
         let took = started.elapsed();
         self.metrics
-            .admission(operation_name(&req.operation), kind, outcome.label(), took);
+            .admission(Operation::parse(&req.operation), kind, outcome, took);
         if let Some(events) = &self.events {
             self.report(events, &req, namespace, outcome, &answer);
         }

@@ -32,8 +32,9 @@ pub enum Command {
     /// cert-manager.
     Certs(CertsArgs),
     /// Show the state of opted-in secrets (kind, registries, token expiry, last touch, errors)
-    /// with the likely cause of each problem. Uses your kubeconfig. Exit code: 0 all fresh,
-    /// 1 a secret expired, without a token or with an error, 2 cannot tell.
+    /// with the likely cause of each problem. Uses your kubeconfig. Exit code: 0 when every
+    /// secret is fresh or due; 1 when one is expired, no-token, error, outside-policy or (a
+    /// secret given by name) not-opted-in; 2 when it cannot tell.
     Status(StatusArgs),
 }
 

@@ -182,7 +182,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // already has; without one, none (said once here).
     match &kube {
         Some(Ok((client, _))) => {
-            webhook = webhook.with_events(EventSink::new(client.clone()));
+            webhook = webhook.with_events(EventSink::new(client.clone(), args.secret_namespaces()));
         }
         Some(Err(e)) => {
             tracing::info!(reason = %e, "no Kubernetes client: the webhook records no Events")

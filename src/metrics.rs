@@ -16,17 +16,20 @@ use prometheus_client::registry::Registry;
 
 use crate::token::TokenKey;
 
+mod labels;
+pub use labels::{AdmissionOutcome, EcrOutcome, Operation};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    pub operation: &'static str,
+    pub operation: Operation,
     pub kind: &'static str,
-    pub outcome: &'static str,
+    pub outcome: AdmissionOutcome,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EcrLabels {
     pub region: String,
-    pub outcome: &'static str,
+    pub outcome: EcrOutcome,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -303,11 +306,27 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Exports every outcome of the served operations for `kinds` at 0, so that the first
+    /// write that fails open (or is denied) is a rise an alert sees, not a new series.
+    pub fn admissions_served(&self, kinds: &[&'static str]) {
+        for operation in Operation::SERVED {
+            for &kind in kinds {
+                for &outcome in AdmissionOutcome::ALL {
+                    let _ = self.admission_requests.get_or_create(&AdmissionLabels {
+                        operation,
+                        kind,
+                        outcome,
+                    });
+                }
+            }
+        }
+    }
+
     pub fn admission(
         &self,
-        operation: &'static str,
+        operation: Operation,
         kind: &'static str,
-        outcome: &'static str,
+        outcome: AdmissionOutcome,
         took: Duration,
     ) {
         self.admission_requests
@@ -320,13 +339,19 @@ impl Metrics {
         self.admission_duration.observe(took.as_secs_f64());
     }
 
-    pub fn ecr_call(&self, region: &str, outcome: &'static str, took: Duration) {
-        self.ecr_requests
-            .get_or_create(&EcrLabels {
-                region: region.to_string(),
-                outcome,
-            })
-            .inc();
+    /// Counts a call. A region's first call exports all its outcomes, 0 but this one, so a
+    /// success after failures (or a failure after successes) is a rise an alert sees.
+    pub fn ecr_call(&self, region: &str, outcome: EcrOutcome, took: Duration) {
+        let labels = |outcome| EcrLabels {
+            region: region.to_string(),
+            outcome,
+        };
+        if self.ecr_requests.get(&labels(outcome)).is_none() {
+            for &o in EcrOutcome::ALL {
+                let _ = self.ecr_requests.get_or_create(&labels(o));
+            }
+        }
+        self.ecr_requests.get_or_create(&labels(outcome)).inc();
         self.ecr_duration.observe(took.as_secs_f64());
     }
 
@@ -452,15 +477,68 @@ mod tests {
     }
 
     #[test]
+    fn served_admission_outcomes_are_exported_at_zero_before_the_first() {
+        let m = Metrics::default();
+        m.admissions_served(&["dockerconfigjson", "argocd-repository"]);
+        let text = m.render(&[]);
+        for operation in ["CREATE", "UPDATE"] {
+            for kind in ["dockerconfigjson", "argocd-repository"] {
+                for outcome in AdmissionOutcome::ALL {
+                    let want = format!(
+                        "ecr_token_webhook_admission_requests_total{{operation=\"{operation}\",kind=\"{kind}\",outcome=\"{}\"}} 0",
+                        outcome.label()
+                    );
+                    assert!(text.contains(&want), "missing {want} in\n{text}");
+                }
+            }
+        }
+        assert!(!text.contains("operation=\"DELETE\""), "{text}");
+    }
+
+    #[test]
+    fn a_regions_first_call_exports_its_other_outcomes_at_zero() {
+        let m = Metrics::default();
+        m.ecr_call("eu-west-1", EcrOutcome::Credentials, Duration::ZERO);
+        m.ecr_call("eu-west-1", EcrOutcome::Credentials, Duration::ZERO);
+        let text = m.render(&[]);
+        for outcome in EcrOutcome::ALL {
+            let n = if *outcome == EcrOutcome::Credentials {
+                2
+            } else {
+                0
+            };
+            let want = format!(
+                "ecr_token_webhook_ecr_requests_total{{region=\"eu-west-1\",outcome=\"{}\"}} {n}\n",
+                outcome.label()
+            );
+            assert!(text.contains(&want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_enums_have_distinct_labels() {
+        fn distinct(labels: Vec<&str>) {
+            let set: std::collections::BTreeSet<_> = labels.iter().collect();
+            assert_eq!(set.len(), labels.len(), "{labels:?}");
+        }
+        distinct(Operation::ALL.iter().map(|o| o.label()).collect());
+        distinct(AdmissionOutcome::ALL.iter().map(|o| o.label()).collect());
+        distinct(EcrOutcome::ALL.iter().map(|o| o.label()).collect());
+        for o in Operation::ALL {
+            assert_eq!(Operation::parse(o.label()), *o);
+        }
+    }
+
+    #[test]
     fn renders_prefixed_families() {
         let m = Metrics::default();
         m.admission(
-            "CREATE",
+            Operation::Create,
             "dockerconfigjson",
-            "patched",
+            AdmissionOutcome::Patched,
             Duration::from_millis(3),
         );
-        m.ecr_call("us-east-1", "success", Duration::from_millis(40));
+        m.ecr_call("us-east-1", EcrOutcome::Success, Duration::from_millis(40));
         m.cache_lookup("hit");
         m.cache_lookup("hit");
         m.pass(

@@ -108,9 +108,11 @@ pub fn spawn_reloader(
             match found {
                 Reload::Unchanged => {}
                 Reload::Reloaded(policy) => {
-                    tracing::info!(policy = %policy.describe(), "reloaded the policy file");
+                    // In force and counted before it is announced: a reader of the log line sees both.
+                    let described = policy.describe();
                     shared.replace(policy);
                     metrics.policy_reload("reloaded");
+                    tracing::info!(policy = %described, "reloaded the policy file");
                     last_refusal = None;
                 }
                 Reload::Refused(why) => {

@@ -408,7 +408,10 @@ impl Refresher {
             Err(Error::Api(s)) if s.code == 404 => (Touch::Gone, None),
             Err(Error::Api(s)) if s.code == 409 => (Touch::Conflict, None),
             Err(Error::Api(s)) if s.code == 403 => {
-                tracing::warn!(namespace = ns, secret = name, reason = %s.message, "touch forbidden: check the ClusterRole grants patch on secrets");
+                // The refresher touches only the listed namespaces: there is always a grant to name.
+                let advice =
+                    missing_grant(&self.cfg.namespaces, ns, "patch on secrets").unwrap_or_default();
+                tracing::warn!(namespace = ns, secret = name, reason = %s.message, advice, "touch forbidden");
                 (Touch::Forbidden, None)
             }
             Err(e) => {
@@ -504,6 +507,22 @@ pub struct SecretRef<'a> {
     pub resource_version: Option<&'a str>,
 }
 
+/// Which grant a Forbidden answer in `namespace` asks for, for the log line: the ClusterRole's
+/// (cluster-wide mode: `namespaces` empty) or that namespace's Role (namespaced mode). None
+/// outside the listed namespaces in namespaced mode: there the binary has no grant by design,
+/// and advising one would widen RBAC beyond the list.
+pub fn missing_grant(namespaces: &[String], namespace: &str, what: &str) -> Option<String> {
+    if namespaces.is_empty() {
+        Some(format!("the ClusterRole must grant {what}"))
+    } else if namespaces.iter().any(|n| n == namespace) {
+        Some(format!(
+            "the Role in namespace {namespace} must grant {what}"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Records a Warning Event with `reason` and `message` on the secret, so `kubectl describe
 /// secret` shows it. Shared by the refresher and the webhook; `message` never holds a token.
 pub async fn secret_event(
@@ -544,4 +563,35 @@ pub async fn secret_event(
         ..Event::default()
     };
     api.create(&PostParams::default(), &event).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod grant_tests {
+    use super::missing_grant;
+
+    #[test]
+    fn a_forbidden_answer_names_the_grant_of_the_mode_and_none_outside_the_list() {
+        let listed = ["argocd".to_string(), "apps".to_string()];
+        for (namespaces, namespace, want) in [
+            (
+                &[][..],
+                "apps",
+                Some("the ClusterRole must grant create on events"),
+            ),
+            (
+                &listed[..],
+                "apps",
+                Some("the Role in namespace apps must grant create on events"),
+            ),
+            // Namespaced mode: no advice that would widen RBAC beyond the list.
+            (&listed[..], "team-b", None),
+            (&listed[..], "", None),
+        ] {
+            assert_eq!(
+                missing_grant(namespaces, namespace, "create on events").as_deref(),
+                want,
+                "{namespaces:?} {namespace:?}"
+            );
+        }
+    }
 }

@@ -46,6 +46,15 @@ pub enum SecretKind {
 }
 
 impl SecretKind {
+    /// Every kind the webhook serves.
+    pub const ALL: [SecretKind; 5] = [
+        SecretKind::ArgoRepository,
+        SecretKind::ArgoRepoCreds,
+        SecretKind::DockerConfigJson,
+        SecretKind::DockerCfg,
+        SecretKind::BasicAuth,
+    ];
+
     pub fn metric_label(self) -> &'static str {
         match self {
             SecretKind::ArgoRepository => "argocd-repository",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
 
-use crate::metrics::Metrics;
+use crate::metrics::{EcrOutcome, Metrics};
 use crate::time::rfc3339;
 
 /// What a token is for: the ECR region (tokens are regional) or ECR Public, and an optional
@@ -146,15 +146,15 @@ fn ecr_in(place: &str) -> String {
 }
 
 impl TokenError {
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> EcrOutcome {
         match self {
-            TokenError::Ecr { .. } => "error",
-            TokenError::Credentials { .. } => "credentials",
-            TokenError::AssumeRole { .. } => "assume_role",
-            TokenError::Expired { .. } => "expired",
-            TokenError::Malformed { .. } => "malformed",
-            TokenError::Timeout { .. } => "timeout",
-            TokenError::BackingOff { .. } => "backoff",
+            TokenError::Ecr { .. } => EcrOutcome::Error,
+            TokenError::Credentials { .. } => EcrOutcome::Credentials,
+            TokenError::AssumeRole { .. } => EcrOutcome::AssumeRole,
+            TokenError::Expired { .. } => EcrOutcome::Expired,
+            TokenError::Malformed { .. } => EcrOutcome::Malformed,
+            TokenError::Timeout { .. } => EcrOutcome::Timeout,
+            TokenError::BackingOff { .. } => EcrOutcome::Backoff,
         }
     }
 }
@@ -314,7 +314,7 @@ impl TokenCache {
             }
         });
         let outcome = match &result {
-            Ok(_) => "success",
+            Ok(_) => EcrOutcome::Success,
             Err(e) => e.metric_label(),
         };
         self.metrics

@@ -476,3 +476,105 @@ async fn binary_self_managed_tls_stores_its_pair_and_injects_the_ca() {
         "a key reached the logs:\n{logs}"
     );
 }
+
+/// OpenShift's restricted-v2 SCC runs the image as an arbitrary UID of the namespace's range,
+/// with group 0 and no passwd entry (`HOME=/`; docs/openshift.md). The binary, copied the way the
+/// image holds it (root-owned, 0755), serves as such a UID, and writes its `--tls-self-signed`
+/// files under a `$TMPDIR` that only root and group 0 may write. Changing user needs root: run
+/// as another user, this test fails and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_as_an_arbitrary_uid_with_group_0() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+
+    let me = std::fs::metadata("/proc/self").expect("/proc/self").uid();
+    assert_eq!(
+        me, 0,
+        "this test runs the binary as another UID, which needs root: run it as root \
+         (sudo -E cargo nextest run --test binary)"
+    );
+    install_crypto();
+    let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set_mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    set_mode(dir.path(), 0o755);
+    let bin = dir.path().join("ecr-token-webhook");
+    std::fs::copy(BIN, &bin).expect("copy the binary");
+    set_mode(&bin, 0o755);
+    // $TMPDIR: owned by root and group 0 (the test runs as root:root), writable by the group only.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir tmp");
+    set_mode(&tmp, 0o770);
+    assert_eq!(std::fs::metadata(&tmp).expect("tmp").gid(), 0);
+    // A UID of an OpenShift namespace's range (1000680000/10000), different each run.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    let uid = 1_000_680_000 + nanos % 10_000;
+
+    let mut cmd = Command::new(&bin);
+    clean_aws_env(&mut cmd)
+        .uid(uid)
+        .gid(0)
+        .current_dir("/")
+        .arg("serve")
+        .env("HOME", "/")
+        .env("TMPDIR", &tmp)
+        .env_remove("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
+        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
+        .env("AWS_ENDPOINT_URL_ECR", &ecr.url)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret");
+    let mut proc = Proc::spawn(&mut cmd);
+    let serving = proc.wait_for("serving");
+    let addr = addr_of(serving["addr"].as_str().expect("addr"));
+
+    // The process is who OpenShift would make it: that UID, group 0, no other group.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proc.child.id()))
+        .expect("the process's status");
+    let field = |name: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(field("Uid:"), vec![uid.to_string(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec!["0".to_string(); 4], "{status}");
+    assert!(field("Groups:").is_empty(), "{status}");
+
+    // Its files, in $TMPDIR/ecr-token-webhook, are its own; the keys private.
+    let written = tmp.join("ecr-token-webhook");
+    for (name, mode) in [
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("tls.crt", 0o644),
+        ("tls.key", 0o600),
+    ] {
+        let meta = std::fs::metadata(written.join(name)).expect(name);
+        assert_eq!((meta.uid(), meta.gid()), (uid, 0), "{name}");
+        assert_eq!(meta.mode() & 0o777, mode, "{name}");
+    }
+
+    let ca = std::fs::read_to_string(written.join("ca.crt")).expect("CA");
+    let client = https_client(&ca);
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let review = fixture("argocd-repository-create-apply.json");
+    let (code, resp, text) = post_review(&client, &base, &review.to_string(), "5s").await;
+    assert_eq!(code.as_u16(), 200, "{text}");
+    assert_eq!(
+        data(&apply(&review, &resp), "password"),
+        FakeEcr::password(0),
+        "{text}"
+    );
+    let status = proc.terminate();
+    assert!(status.success(), "{status}");
+}

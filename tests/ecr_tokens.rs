@@ -250,7 +250,7 @@ async fn assume_role_signs_with_the_role_and_a_refusal_says_so() {
              is not authorized to perform: sts:AssumeRole on resource: {other}"
         )
     );
-    assert_eq!(e.metric_label(), "assume_role");
+    assert_eq!(e.metric_label().label(), "assume_role");
 }
 
 /// ECR Public through the real aws-sdk-ecrpublic against the suite's endpoint, and through the

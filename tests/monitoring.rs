@@ -7,19 +7,19 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use ecr_token_webhook::metrics::Metrics;
+use ecr_token_webhook::metrics::{AdmissionOutcome, EcrOutcome, Metrics, Operation};
 use ecr_token_webhook::token::TokenKey;
 
 /// The text exposition with every family holding a sample.
 fn exposition() -> String {
     let m = Metrics::default();
     m.admission(
-        "CREATE",
+        Operation::Create,
         "dockerconfigjson",
-        "patched",
+        AdmissionOutcome::Patched,
         Duration::from_millis(3),
     );
-    m.ecr_call("us-east-1", "success", Duration::from_millis(40));
+    m.ecr_call("us-east-1", EcrOutcome::Success, Duration::from_millis(40));
     m.cache_lookup("hit");
     m.touch("took");
     m.set_leader(true);

@@ -438,3 +438,67 @@ async fn status_reads_every_page() {
     assert_eq!(kube.lists(), 3, "pages of 500");
     assert_eq!(kube.cluster_lists(), 0, "-n lists in the namespace only");
 }
+
+/// The exit-code rule of `status --help` (the binary's own text) and of the README's `status`
+/// section: the states each sends to 0 and to 1 are the ones the verdict treats so.
+#[test]
+fn status_help_and_readme_state_the_exit_codes_the_verdict_uses() {
+    use ecr_token_webhook::status::State;
+    let out = Command::new(BIN)
+        .args(["status", "--help"])
+        .output()
+        .expect("run status --help");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8(out.stdout).expect("utf-8");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### `ecr-token-webhook status`")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README's status section");
+    let ok: Vec<&str> = State::ALL
+        .iter()
+        .filter(|s| !s.is_problem())
+        .map(|s| s.label())
+        .collect();
+    let problems: Vec<&str> = State::ALL
+        .iter()
+        .filter(|s| s.is_problem())
+        .map(|s| s.label())
+        .collect();
+    for (source, text) in [("status --help", help.as_str()), ("README", section)] {
+        // One line, without the README's backquotes: "Exit code: 0 when ...; 1 when ...; 2 when ...".
+        let flat = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('`', "");
+        let rule = flat
+            .split("Exit code: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{source}: no exit code rule in\n{text}"));
+        let clause = |code: &str| -> String {
+            rule.split("; ")
+                .find(|c| c.starts_with(&format!("{code} when ")))
+                .unwrap_or_else(|| panic!("{source}: no clause for {code} in {rule:?}"))
+                .to_string()
+        };
+        let (zero, one) = (clause("0"), clause("1"));
+        assert!(clause("2").contains("cannot tell"), "{source}: {rule:?}");
+        for label in State::ALL.iter().map(|s| s.label()) {
+            let (want, other) = if ok.contains(&label) {
+                (&zero, &one)
+            } else {
+                (&one, &zero)
+            };
+            let named = |c: &str| {
+                c.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
+                    .any(|w| w == label)
+            };
+            assert!(named(want), "{source}: {label} missing from {want:?}");
+            assert!(!named(other), "{source}: {label} in {other:?}");
+        }
+    }
+    assert!(!problems.is_empty() && !ok.is_empty());
+}

@@ -592,7 +592,10 @@ impl Harness {
             webhook = webhook.with_namespace_labels(labels);
         }
         if let Some(client) = opts.events {
-            webhook = webhook.with_events(ecr_token_webhook::admission::EventSink::new(client));
+            webhook = webhook.with_events(ecr_token_webhook::admission::EventSink::new(
+                client,
+                Vec::new(),
+            ));
         }
         let webhook = Arc::new(webhook);
         let listen = Listen {

@@ -41,6 +41,8 @@ class FakeEcr:
     def __init__(self, lifetime_seconds: int, host: str = "127.0.0.1"):
         self.lifetime = lifetime_seconds
         self._issued: list[Issued] = []
+        # Regions whose calls ECR refuses (AccessDeniedException, not retried), for the alerts.
+        self.refused_regions: set[str] = set()
         self._lock = threading.Lock()
         fake = self
 
@@ -53,6 +55,9 @@ class FakeEcr:
                 # The region is in the SigV4 scope: Credential=KEY/DATE/REGION/ecr/aws4_request.
                 auth = self.headers.get("authorization", "")
                 region = auth.split("Credential=", 1)[-1].split("/")[2] if "Credential=" in auth else ""
+                if region in fake.refused_regions:
+                    self._answer(400, {"__type": "AccessDeniedException", "message": f"refused for {region} by the test"})
+                    return
                 issued = fake._issue(region)
                 token = base64.b64encode(f"AWS:{issued.password}".encode()).decode()
                 self._answer(

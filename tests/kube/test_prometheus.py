@@ -2,7 +2,9 @@
 shipped alerting rules loaded: the state metric, queried through Prometheus's HTTP API, counts
 the opted-in secrets the way `ecr-token-webhook status` would; the earliest expiry is the one
 set on a secret; every metric the rules and the dashboard use is scraped; and the rules
-evaluate without errors against the real series, the ones that should be pending are.
+evaluate without errors against the real series, the ones that should be pending are; and the
+counter alerts fire on the first failure (one write that fails open, a region's first ECR call
+failing) and the ECR alert resolves at the region's first success.
 
 Prometheus is Debian's `prometheus` package (PROMETHEUS=/path names another binary);
 scripts/test.sh installs it as root. Missing, these tests fail: they never skip. It listens on
@@ -29,8 +31,11 @@ from tier import (
     ERROR,
     INJECT_LABEL,
     NAMESPACE,
+    REGISTRIES,
+    TOUCHED_AT,
     Webhook,
     argocd_secret,
+    annotations,
     no_proxy,
 )
 
@@ -254,3 +259,94 @@ def test_shipped_rules_evaluate_against_the_real_series(prometheus: Prometheus, 
     [expired] = rules["EcrTokenWebhookTokenExpired"]["alerts"]
     assert float(expired["value"]) == 1, expired
     assert expired["annotations"]["summary"] == "1 opted-in secret(s) hold an expired ECR token"
+
+
+# A region no other test calls, so its ECR series start with the failure below.
+FAILING_REGION = "ap-south-1"
+
+
+def alert(prometheus: Prometheus, name: str, **labels: str) -> dict | None:
+    for a in prometheus.get("/api/v1/alerts")["alerts"]:
+        if a["labels"]["alertname"] == name and all(a["labels"].get(k) == v for k, v in labels.items()):
+            return a
+    return None
+
+
+def test_alerts_fire_on_the_first_failure_and_resolve_after_recovery(
+    cluster: Cluster, webhook: Webhook, prometheus: Prometheus, secrets: None
+):
+    """One write that fails open fires EcrTokenWebhookFailingOpen (it has no `for`); the
+    region's first call failing makes EcrTokenWebhookEcrRequestsFailing pending (its `for` is 5
+    minutes, which promtool's tests cover), and the region's first success after ECR answers
+    again clears it. Before the failure, every admission outcome is scraped at 0."""
+    failed_open = prometheus.query('ecr_token_webhook_admission_requests_total{job="ecr-token-webhook",outcome="failed_open"}')
+    # CREATE and UPDATE for the five kinds, whether or not any write has failed yet.
+    assert len(failed_open) == 10, failed_open
+    assert not prometheus.query(f'ecr_token_webhook_ecr_requests_total{{region="{FAILING_REGION}"}}')
+
+    webhook.ecr.refused_regions.add(FAILING_REGION)
+    name = "prom-first-failure"
+    registry = f"123456789012.dkr.ecr.{FAILING_REGION}.amazonaws.com"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name, "namespace": NS, "labels": {INJECT_LABEL: "true"}, "annotations": {REGISTRIES: registry}},
+        # {"auths":{}}: valid without a token, so the write that fails open is stored.
+        "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+    }
+    try:
+        cluster.kubectl("create", "-f", "-", input=json.dumps(secret))
+        written = annotations(cluster.get_json("secret", name, "-n", NS))
+        assert written.get(ERROR, "").startswith("no ECR token"), written
+
+        def state(alertname: str, wanted: str | None, **labels: str):
+            a = alert(prometheus, alertname, **labels)
+            got = a["state"] if a else None
+            return (a or True) if got == wanted else None
+
+        try:
+            firing = until("FailingOpen firing", lambda: state("EcrTokenWebhookFailingOpen", "firing"), timeout=60, interval=1)
+            assert firing["labels"]["severity"] == "warning", firing
+            until(
+                f"EcrRequestsFailing pending for {FAILING_REGION}",
+                lambda: state("EcrTokenWebhookEcrRequestsFailing", "pending", region=FAILING_REGION),
+                timeout=60,
+                interval=1,
+            )
+            # At the first scrape of the region's failure (a series born at 1), the rule already
+            # counts it, where increase() alone, which needs two samples, sees nothing.
+            samples = prometheus.get(
+                "/api/v1/query",
+                query=f'ecr_token_webhook_ecr_requests_total{{region="{FAILING_REGION}",outcome!="success"}}[5m]',
+            )["result"]
+            first = min(float(r["values"][0][0]) for r in samples)
+            rule = next(a for g in yaml.safe_load(ALERTS.read_text())["spec"]["groups"] for a in g["rules"] if a.get("alert") == "EcrTokenWebhookEcrRequestsFailing")
+            at_first = prometheus.get("/api/v1/query", query=rule["expr"], time=str(first))["result"]
+            assert [r["metric"]["region"] for r in at_first] == [FAILING_REGION], at_first
+            increase_only = prometheus.get(
+                "/api/v1/query",
+                query='sum by (namespace, region) (increase(ecr_token_webhook_ecr_requests_total{outcome!="success"}[15m])) > 0',
+                time=str(first),
+            )["result"]
+            assert [r for r in increase_only if r["metric"]["region"] == FAILING_REGION] == [], increase_only
+            # ECR answers again: the next write (the refresher's touch, or this one) after the
+            # 2 s back-off gets a token, and the region's first success clears the alert.
+            webhook.ecr.refused_regions.discard(FAILING_REGION)
+
+            def renewed() -> bool:
+                cluster.kubectl("annotate", "secret", name, "-n", NS, f"{TOUCHED_AT}={time.time()}", "--overwrite")
+                return EXPIRES_AT in annotations(cluster.get_json("secret", name, "-n", NS))
+
+            until("a token once ECR answers", renewed, timeout=60, interval=1)
+            until(
+                f"EcrRequestsFailing cleared for {FAILING_REGION}",
+                lambda: state("EcrTokenWebhookEcrRequestsFailing", None, region=FAILING_REGION),
+                timeout=60,
+                interval=1,
+            )
+        except TimeoutError as e:
+            pytest.fail(f"{e}: {prometheus.get('/api/v1/alerts')}\n{prometheus.explain()}", pytrace=False)
+    finally:
+        webhook.ecr.refused_regions.discard(FAILING_REGION)
+        cluster.kubectl("delete", "secret", name, "-n", NS, "--ignore-not-found", check=False)

@@ -179,21 +179,28 @@ def rules_as_set(rules: list[dict]) -> set[tuple[str, str, str, str]]:
     return out
 
 
-def assert_pod_security_context_restricted(objs: list[dict]) -> None:
-    """Pod Security "restricted" at the pod level, and no host namespaces."""
+def assert_pod_security_context_restricted(objs: list[dict], openshift: bool = False) -> None:
+    """Pod Security "restricted" at the pod level, and no host namespaces. In OpenShift mode no
+    fixed UID, GID or fsGroup: the SCC assigns them."""
     spec = pod_spec(objs)
     sc = spec["securityContext"]
     assert sc["runAsNonRoot"] is True
-    assert sc["runAsUser"] == NONROOT
+    if openshift:
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(sc), sc
+    else:
+        assert sc["runAsUser"] == NONROOT
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     for host in ("hostNetwork", "hostPID", "hostIPC"):
         assert not spec.get(host, False)
 
 
-def assert_container_security_context_restricted(objs: list[dict]) -> None:
+def assert_container_security_context_restricted(objs: list[dict], openshift: bool = False) -> None:
     sc = container(objs)["securityContext"]
     assert sc["runAsNonRoot"] is True
-    assert sc["runAsUser"] == NONROOT
+    if openshift:
+        assert not {"runAsUser", "runAsGroup"} & set(sc), sc
+    else:
+        assert sc["runAsUser"] == NONROOT
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["privileged"] is False

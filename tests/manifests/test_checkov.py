@@ -22,6 +22,8 @@ import yaml
 from manifest_checks import KUSTOMIZE_BASE, kustomize, kustomize_with_base
 from test_guard_component import render_component
 from test_helm import VALUE_SETS, render
+from test_openshift import COMPONENT as OPENSHIFT
+from test_openshift import with_component
 
 OVERLAYS = KUSTOMIZE_BASE.parent / "overlays"
 POLICY_FILE = KUSTOMIZE_BASE.parent / "components" / "policy-file"
@@ -43,6 +45,8 @@ def manifest_sets(workdir: Path) -> dict[str, list[dict]]:
         "kustomize-base-with-network-policy": render_component(
             NETWORK_POLICY, workdir / "network-policy", (KUSTOMIZE_BASE,)
         ),
+        "kustomize-base-with-openshift": render_component(OPENSHIFT, workdir / "openshift", (KUSTOMIZE_BASE,)),
+        "kustomize-self-managed-with-openshift": with_component(OVERLAYS / "self-managed", workdir / "openshift-sm"),
     }
     for case, (values, name, namespace) in VALUE_SETS.items():
         sets["helm-" + case.replace(" ", "-")] = render(values, name, namespace)
@@ -57,6 +61,8 @@ SET_NAMES = [
     "kustomize-base-with-policy-file",
     "kustomize-base-with-caller-auth",
     "kustomize-base-with-network-policy",
+    "kustomize-base-with-openshift",
+    "kustomize-self-managed-with-openshift",
     *("helm-" + case.replace(" ", "-") for case in VALUE_SETS),
 ]
 

@@ -210,6 +210,44 @@ def test_every_alert_has_a_test_that_fires_it_and_one_that_does_not():
     assert (fired | quiet) - names == set(), "promtool tests for alerts that do not exist"
 
 
+def promtool_seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", duration))
+
+
+# The alerts on counters (increase()), whose first failure can be a series' first sample.
+COUNTER_ALERTS = {"EcrTokenWebhookEcrRequestsFailing", "EcrTokenWebhookFailingOpen", "EcrTokenWebhookDenyingWrites"}
+
+
+def test_every_alert_fires_on_the_first_failure_and_resolves_after_recovery():
+    """Each alert (the runbook's sections) has a promtool case in which it fires and, later in
+    the same case, is quiet again; each counter alert has a firing case whose counter appears
+    with its first sample at 1 or more (no 0 before it: a replica that failed before its first
+    scrape, or a region's first call failing)."""
+    resolved, born_failing = set(), set()
+    for t in UNIT_TESTS:
+        for case in yaml.safe_load(t.read_text())["tests"]:
+            by_alert: dict[str, list[tuple[int, bool]]] = {}
+            for a in case.get("alert_rule_test", []):
+                by_alert.setdefault(a["alertname"], []).append((promtool_seconds(a["eval_time"]), bool(a["exp_alerts"])))
+            for name, evals in by_alert.items():
+                evals.sort()
+                fired_at = [when for when, fired in evals if fired]
+                if fired_at and any(when > fired_at[0] and not fired for when, fired in evals):
+                    resolved.add(name)
+            starts_late = [
+                s for s in case["input_series"]
+                if "_total{" in s["series"] and s["values"].startswith("_")
+                and re.match(r"[1-9]", s["values"].split()[1]) and 'outcome="success"' not in s["series"]
+            ]
+            if starts_late:
+                born_failing |= {n for n, evals in by_alert.items() if any(f for _, f in evals)}
+    names = {a["alert"] for a in alerts(component_rule())}
+    assert names - resolved == set(), "alerts no promtool case shows resolving after it fired"
+    assert COUNTER_ALERTS <= names
+    assert COUNTER_ALERTS - born_failing == set(), "counter alerts no case fires from a series born at 1"
+
+
 def test_unit_test_series_are_shaped_like_the_real_metrics():
     """Every series the unit tests feed carries the labels the webhook exports with it (and the
     scrape's own), no others: a renamed label fails here, not in production."""
