@@ -216,7 +216,12 @@ def promtool_seconds(duration: str) -> int:
 
 
 # The alerts on counters (increase()), whose first failure can be a series' first sample.
-COUNTER_ALERTS = {"EcrTokenWebhookEcrRequestsFailing", "EcrTokenWebhookFailingOpen", "EcrTokenWebhookDenyingWrites"}
+COUNTER_ALERTS = {
+    "EcrTokenWebhookEcrRequestsFailing",
+    "EcrTokenWebhookFailingOpen",
+    "EcrTokenWebhookDenyingWrites",
+    "EcrTokenWebhookCallersRefused",
+}
 
 
 def test_every_alert_fires_on_the_first_failure_and_resolves_after_recovery():
