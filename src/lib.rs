@@ -23,7 +23,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub mod admission;
 pub mod cli;
 pub mod ecr;
-pub mod json;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
