@@ -601,60 +601,35 @@ impl Webhook {
         keys: Vec<TokenKey>,
         deadline: Instant,
     ) -> Vec<(TokenKey, Result<Served, TokenError>)> {
-        // The usual case, every key a hit, builds the answer's list and nothing else.
-        let mut hits = Vec::with_capacity(keys.len());
-        let mut keys = keys.into_iter();
-        let mut found: Vec<(TokenKey, Option<Served>)> = loop {
-            let Some(key) = keys.next() else {
-                return hits;
-            };
-            if let Some(served) = self.tokens.cached(&key).await {
-                hits.push((key, Ok(served)));
-                continue;
-            }
-            let mut found = Vec::with_capacity(hits.len() + 1 + keys.len());
-            found.extend(hits.into_iter().map(|(k, s)| (k, s.ok())));
-            found.push((key, None));
-            break found;
-        };
+        // Each key's hit, or the task fetching its miss.
+        let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            let hit = self.tokens.cached(&key).await;
+            let hit = match self.tokens.cached(&key).await {
+                Some(served) => Ok(served),
+                None => {
+                    let (cache, k) = (self.tokens.clone(), key.clone());
+                    Err(tokio::spawn(async move { cache.get_missed(&k).await }))
+                }
+            };
             found.push((key, hit));
         }
         // What is left of the request's budget, for the timeout's message.
         let budget = deadline.saturating_duration_since(Instant::now());
-        let tasks: Vec<_> = found
-            .into_iter()
-            .map(|(key, hit)| {
-                let task = match hit {
-                    Some(_) => None,
-                    None => {
-                        let cache = self.tokens.clone();
-                        let k = key.clone();
-                        Some(tokio::spawn(async move { cache.get_missed(&k).await }))
-                    }
-                };
-                (key, hit, task)
-            })
-            .collect();
-        let mut out = Vec::with_capacity(tasks.len());
-        for (key, hit, task) in tasks {
-            let Some(task) = task else {
-                if let Some(served) = hit {
-                    out.push((key, Ok(served)));
-                }
-                continue;
-            };
-            let got = match tokio::time::timeout_at(deadline.into(), task).await {
-                Ok(Ok(got)) => got,
-                Ok(Err(join)) => Err(TokenError::Malformed {
-                    region: key.place().to_string(),
-                    message: format!("token task failed: {join}"),
-                }),
-                Err(_) => Err(TokenError::Timeout {
-                    key: key.to_string(),
-                    after: budget,
-                }),
+        let mut out = Vec::with_capacity(found.len());
+        for (key, hit) in found {
+            let got = match hit {
+                Ok(served) => Ok(served),
+                Err(task) => match tokio::time::timeout_at(deadline.into(), task).await {
+                    Ok(Ok(got)) => got,
+                    Ok(Err(join)) => Err(TokenError::Malformed {
+                        region: key.place().to_string(),
+                        message: format!("token task failed: {join}"),
+                    }),
+                    Err(_) => Err(TokenError::Timeout {
+                        key: key.to_string(),
+                        after: budget,
+                    }),
+                },
             };
             out.push((key, got));
         }
