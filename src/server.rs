@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +15,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admission::{AnswerParts, Webhook, budget_for, to_parts};
+use crate::admission::{Webhook, budget_for, to_json};
 use crate::metrics::Metrics;
 use crate::time::parse_duration;
 use crate::token::TokenCache;
@@ -48,9 +47,7 @@ pub fn webhook_router(webhook: Arc<Webhook>) -> Router {
 }
 
 async fn mutate(State(webhook): State<Arc<Webhook>>, request: Request) -> Response {
-    // The request taken whole: the query is read from its URI in place (the `Uri` and
-    // `RawQuery` extractors copy), and the body limit is applied here (`DefaultBodyLimit` as a
-    // layer puts it in every request's extensions, a map allocated per request).
+    // The body limit is applied here, so a body too large is told apart from one cut off.
     let (head, body) = request.into_parts();
     let budget = budget_for(timeout_from_query(head.uri.query()));
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
@@ -58,12 +55,8 @@ async fn mutate(State(webhook): State<Arc<Webhook>>, request: Request) -> Respon
         Err(e) => return body_refused(&e),
     };
     match webhook.review(&body, budget).await {
-        Ok(answer) => match to_parts(&answer) {
-            Ok(parts) => (
-                [(header::CONTENT_TYPE, "application/json")],
-                Body::new(PartsBody::new(parts)),
-            )
-                .into_response(),
+        Ok(answer) => match to_json(&answer) {
+            Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
             Err(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot serialize AdmissionReview: {e}\n"),
@@ -95,59 +88,6 @@ fn body_refused(e: &axum::Error) -> Response {
         format!("cannot read the body: {e}\n"),
     )
         .into_response()
-}
-
-/// An answer's parts as one HTTP body: hyper takes them as they are and writes them with the
-/// head in one vectored write, so the memoized patch is never copied into a buffer of ours.
-struct PartsBody {
-    parts: [Option<Bytes>; 3],
-}
-
-/// The shared patch as the bytes of a [`Bytes`] (no copy).
-struct SharedPatch(Arc<str>);
-
-impl AsRef<[u8]> for SharedPatch {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl PartsBody {
-    fn new(a: AnswerParts) -> Self {
-        let tail = match a.tail {
-            std::borrow::Cow::Borrowed(b) => Bytes::from_static(b),
-            std::borrow::Cow::Owned(v) => Bytes::from(v),
-        };
-        PartsBody {
-            parts: [
-                Some(Bytes::from(a.head)),
-                a.patch.map(|p| Bytes::from_owner(SharedPatch(p))),
-                Some(tail),
-            ],
-        }
-    }
-}
-
-impl http_body::Body for PartsBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let next = self.get_mut().parts.iter_mut().find_map(Option::take);
-        std::task::Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.parts.iter().all(Option::is_none)
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        let len = self.parts.iter().flatten().map(Bytes::len).sum::<usize>();
-        http_body::SizeHint::with_exact(len as u64)
-    }
 }
 
 #[derive(Clone)]
@@ -371,47 +311,6 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The body gives the parts in order, each once, and says its length before the first.
-    #[test]
-    fn parts_body_is_the_parts_joined() {
-        use http_body::Body as _;
-        let cases = [
-            (
-                b"{\"head\":\"".to_vec(),
-                Some("cGF0Y2g="),
-                std::borrow::Cow::Borrowed(&b"\"}"[..]),
-            ),
-            (b"{}".to_vec(), None, std::borrow::Cow::Borrowed(&b""[..])),
-            (
-                b"{\"a\":".to_vec(),
-                None,
-                std::borrow::Cow::Owned(b"[\"w\"]}".to_vec()),
-            ),
-        ];
-        for (head, patch, tail) in cases {
-            let want = [&head[..], patch.unwrap_or_default().as_bytes(), &tail[..]].concat();
-            let mut body = PartsBody::new(AnswerParts {
-                head,
-                patch: patch.map(Arc::from),
-                tail,
-            });
-            assert_eq!(body.size_hint().exact(), Some(want.len() as u64));
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            let mut got = Vec::new();
-            for _ in 0..4 {
-                match std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
-                    std::task::Poll::Ready(Some(Ok(frame))) => {
-                        got.extend_from_slice(frame.data_ref().expect("data frame"));
-                    }
-                    std::task::Poll::Ready(None) => break,
-                    other => panic!("{other:?}"),
-                }
-            }
-            assert_eq!(got, want);
-            assert!(body.is_end_stream());
-        }
-    }
 
     #[test]
     fn reads_the_api_server_timeout() {

@@ -230,7 +230,7 @@ struct Failure {
 pub struct TokenCache {
     source: Arc<dyn TokenSource>,
     config: CacheConfig,
-    fresh: moka::future::Cache<TokenKey, Arc<Token>, foldhash::fast::RandomState>,
+    fresh: moka::future::Cache<TokenKey, Arc<Token>>,
     /// The newest token per key, kept past its cache life to bridge an ECR outage.
     last_good: Mutex<HashMap<TokenKey, Arc<Token>>>,
     failures: Mutex<HashMap<TokenKey, Failure>>,
@@ -242,7 +242,7 @@ impl TokenCache {
         let fresh = moka::future::Cache::builder()
             .max_capacity(10_000)
             .expire_after(TokenExpiry(config))
-            .build_with_hasher(foldhash::fast::RandomState::default());
+            .build();
         TokenCache {
             source,
             config,

@@ -556,75 +556,6 @@ fn docker_config_hosts_names_every_entry_but_ones_with_credentials() {
     }
 }
 
-/// Secrets of one shape that get the same token get the same patch, whatever else they hold:
-/// what makes reusing a patch per token and shape sound.
-#[test]
-fn single_token_patches_depend_only_on_the_shape() {
-    let tokens = Tokens::new();
-    let mut variants = Vec::new();
-    for kind in ["repository", "repo-creds"] {
-        for url in [
-            USE1,
-            "oci://123456789012.dkr.ecr.us-east-1.amazonaws.com/charts",
-        ] {
-            for annotations in [
-                None,
-                Some(json!({})),
-                Some(json!({"team": "a"})),
-                Some(json!({ERROR_ANNOTATION: "old", "x": "y"})),
-                Some(
-                    json!({ERROR_ANNOTATION: "old", EXPIRES_AT_ANNOTATION: "2020-01-01T00:00:00Z"}),
-                ),
-            ] {
-                let mut s = argo(kind, url);
-                if let Some(a) = annotations {
-                    s["metadata"]["annotations"] = a;
-                }
-                s["data"]["password"] = json!(b64("old-token"));
-                variants.push(s);
-            }
-        }
-    }
-    for data in [
-        None,
-        Some(json!({})),
-        Some(json!({"username": b64("someone")})),
-    ] {
-        for annotations in [
-            json!({REGISTRIES_ANNOTATION: USE1}),
-            json!({REGISTRIES_ANNOTATION: USE1, ERROR_ANNOTATION: "x"}),
-        ] {
-            variants.push(pull(BASIC_AUTH, Some(annotations), data.clone()));
-        }
-    }
-    let mut by_shape: BTreeMap<u8, Vec<String>> = BTreeMap::new();
-    for v in &variants {
-        let obj = object(v.clone());
-        let view = SecretView::new(&obj);
-        let plan = plan(&view).expect("plan");
-        let shape = single_token_shape(&view, &plan).expect("a single-token kind");
-        let patch = inject(&view, &plan, &tokens.map(&plan)).expect("inject");
-        by_shape
-            .entry(shape)
-            .or_default()
-            .push(serde_json::to_string(&patch).unwrap());
-    }
-    assert!(by_shape.len() >= 5, "{:?}", by_shape.keys());
-    for (shape, patches) in by_shape {
-        assert!(
-            patches.windows(2).all(|w| w[0] == w[1]),
-            "shape {shape}: {patches:#?}"
-        );
-    }
-    let obj = object(pull(
-        DOCKERCONFIGJSON,
-        Some(json!({REGISTRIES_ANNOTATION: USE1})),
-        None,
-    ));
-    let view = SecretView::new(&obj);
-    assert_eq!(single_token_shape(&view, &plan(&view).unwrap()), None);
-}
-
 #[test]
 fn partial_tokens_write_only_their_registries_and_keep_the_rest() {
     let old_euc1 = json!({"username": "AWS", "password": "old-euc1", "auth": "QVdTOm9sZC1ldWMx"});
@@ -693,8 +624,8 @@ fn partial_tokens_write_only_their_registries_and_keep_the_rest() {
     assert!(inject_partial(&view, &plan, &BTreeMap::new(), Some("x")).is_err());
 }
 
-/// The admission path parses only what it reads ([`SecretObject`]); for every secret it must
-/// reach the same plan, patch and errors as a reading of the whole object.
+/// The admission path reads only the fields it uses ([`SecretObject`]); for every secret it
+/// must reach the same plan, patch and errors as a reading of the whole object.
 #[test]
 fn the_admission_parse_reads_the_same_secret_as_the_whole_object() {
     let last_applied =
@@ -777,10 +708,8 @@ fn the_admission_parse_reads_the_same_secret_as_the_whole_object() {
     let tokens = Tokens::new();
     for obj in &cases {
         let whole = object(obj.clone());
-        // As the admission path reads it: borrowed from the bytes.
-        let text = obj.to_string();
-        let read =
-            SecretObject::read(&mut json::Reader::new(text.as_bytes())).expect("admission parse");
+        // As the admission path reads it, from the bytes.
+        let read: SecretObject = serde_json::from_str(&obj.to_string()).expect("admission parse");
         let (a, b) = (SecretView::new(&whole), SecretView::from_object(&read));
         assert_eq!(a.opted_in(), b.opted_in(), "{obj}");
         assert_eq!(a.kind(), b.kind(), "{obj}");
@@ -788,11 +717,6 @@ fn the_admission_parse_reads_the_same_secret_as_the_whole_object() {
         let (pa, pb) = (plan(&a), plan(&b));
         assert_eq!(pa, pb, "{obj}");
         if let Ok(p) = pa {
-            assert_eq!(
-                single_token_shape(&a, &p),
-                single_token_shape(&b, &p),
-                "{obj}"
-            );
             let t = tokens.map(&p);
             assert_eq!(
                 inject(&a, &p, &t).map(|x| x.0),
@@ -801,97 +725,12 @@ fn the_admission_parse_reads_the_same_secret_as_the_whole_object() {
             );
         }
     }
-    // Only what it reads is kept: no copy of the foreign annotations, labels or data.
-    let text = cases[0].to_string();
-    let read = SecretObject::read(&mut json::Reader::new(text.as_bytes())).expect("parse");
-    let ann = read.metadata.annotations.expect("has annotations");
-    assert!(ann.is_empty(), "{ann:?}");
-    let labels = read.metadata.labels.expect("has labels");
-    assert_eq!(labels.len(), 2, "{labels:?}");
-    let data = read.data.expect("has data");
-    assert!(
-        matches!(&data, SecretData::Map(m) if m.len() == 1),
-        "{data:?}"
-    );
 }
 
-/// What the admission path keeps of a secret's maps, and how: a repeated key keeps its last
-/// value, as a map would; strings borrow from the review unless they hold escapes; a data value
-/// that is not a string is kept as such, an error only when the webhook reads that key.
+/// `data` as the admission path reads it: anything else than a map or null is a shape the view
+/// refuses, and a value that is not a string is refused only when read.
 #[test]
-fn read_keeps_pairs_as_a_map_would() {
-    let text = r#"{"metadata":{"namespace":"argocd","uid":"u\u0031",
-        "labels":{"ecr-token-webhook/inject":"false","other":"x","ecr-token-webhook/inject":"true"},
-        "annotations":{"ecr-token-webhook/registries":"a\/b","kubectl.kubernetes.io/x":"{}"}},
-        "type":"Opaque",
-        "data":{"url":"dXJs","password":"cA==",".dockercfg":null,".dockerconfigjson":{"a":[1]}}}"#;
-    let obj = SecretObject::read(&mut json::Reader::new(text.as_bytes())).expect("read");
-    let borrowed = |c: &Cow<str>| matches!(c, Cow::Borrowed(_));
-    let meta = &obj.metadata;
-    assert!(
-        meta.namespace
-            .as_ref()
-            .is_some_and(|n| n == "argocd" && borrowed(n))
-    );
-    assert!(meta.uid.as_ref().is_some_and(|u| u == "u1" && !borrowed(u)));
-    let labels = meta.labels.as_ref().expect("labels");
-    assert_eq!(labels.len(), 1, "{labels:?}");
-    assert!(
-        labels
-            .get(INJECT_LABEL)
-            .is_some_and(|v| v == "true" && borrowed(v))
-    );
-    let annotations = meta.annotations.as_ref().expect("annotations");
-    assert_eq!(annotations.len(), 1, "{annotations:?}");
-    assert!(
-        annotations
-            .get(REGISTRIES_ANNOTATION)
-            .is_some_and(|v| v == "a/b" && !borrowed(v))
-    );
-    let Some(SecretData::Map(data)) = &obj.data else {
-        panic!("{:?}", obj.data)
-    };
-    assert_eq!(data.len(), 3, "{data:?}");
-    assert!(matches!(
-        data.get("url"),
-        Some(DataValue::Text(Cow::Borrowed("dXJs")))
-    ));
-    assert_eq!(data.get(".dockercfg"), Some(&DataValue::NotText));
-    assert_eq!(data.get(".dockerconfigjson"), Some(&DataValue::NotText));
-
-    let view = SecretView::from_object(&obj);
-    assert!(view.opted_in());
-    assert_eq!(view.annotation(REGISTRIES_ANNOTATION), Some("a/b"));
-    let decoded = |key| view.with_decoded(key, <[u8]>::to_vec);
-    assert_eq!(decoded("url"), Ok(Some(b"url".to_vec())));
-    assert_eq!(decoded("password"), Ok(None));
-    assert_eq!(
-        decoded(".dockercfg"),
-        Err(InputError::NotString(".dockercfg".into()))
-    );
-}
-
-/// A data value as read: a string, or anything else (consumed whole, so the walk goes on).
-#[test]
-fn data_values_are_strings_or_not() {
-    for (json, want) in [
-        (r#""eA==""#, Some("eA==")),
-        (r#""e\u0041==""#, Some("eA==")),
-        ("null", None),
-        ("true", None),
-        ("1", None),
-        ("-1", None),
-        ("1.5", None),
-        ("[1, {\"a\": []}]", None),
-        (r#"{"a": [1, {"b": null}]}"#, None),
-    ] {
-        let got: DataValue = serde_json::from_str(json).expect(json);
-        let got = match &got {
-            DataValue::Text(t) => Some(&**t),
-            DataValue::NotText => None,
-        };
-        assert_eq!(got, want, "{json}");
-    }
+fn data_shapes_as_the_view_reads_them() {
     // Anything else than a map or null for `data` is a shape the view refuses.
     for (json, shape) in [
         (r#"{"data": null}"#, None),
@@ -900,16 +739,28 @@ fn data_values_are_strings_or_not() {
         (r#"{"data": [1]}"#, Some(false)),
         (r#"{"data": 1}"#, Some(false)),
     ] {
-        let obj = SecretObject::read(&mut json::Reader::new(json.as_bytes())).expect(json);
-        let got = obj.data.as_ref().map(|d| matches!(d, SecretData::Map(_)));
+        let obj: SecretObject = serde_json::from_str(json).expect(json);
+        let got = obj
+            .data
+            .as_ref()
+            .filter(|d| !d.is_null())
+            .map(Value::is_object);
         assert_eq!(got, shape, "{json}");
-        let refused =
-            SecretView::from_object(&obj).with_decoded("url", |_| ()) == Err(InputError::DataShape);
+        let refused = SecretView::from_object(&obj).decoded("url") == Err(InputError::DataShape);
         assert_eq!(refused, shape == Some(false), "{json}");
     }
+    let obj: SecretObject =
+        serde_json::from_str(r#"{"data": {"url": "dXJs", ".dockercfg": null, "x": [1]}}"#).unwrap();
+    let view = SecretView::from_object(&obj);
+    assert_eq!(view.decoded("url"), Ok(Some(b"url".to_vec())));
+    assert_eq!(view.decoded("password"), Ok(None));
+    assert_eq!(
+        view.decoded(".dockercfg"),
+        Err(InputError::NotString(".dockercfg".into()))
+    );
 }
 
-/// `type` as the admission path reads it: a string, borrowed; anything else is no type, as it
+/// `type` as the admission path reads it: a string; anything else is no type, as it
 /// is from kube's object.
 #[test]
 fn type_reads_as_kube_reads_it() {
@@ -921,16 +772,14 @@ fn type_reads_as_kube_reads_it() {
         (r#"{"type": {"a": "b"}}"#, None),
         (r#"{}"#, None),
     ] {
-        let obj = SecretObject::read(&mut json::Reader::new(json.as_bytes())).expect(json);
+        let obj: SecretObject = serde_json::from_str(json).expect(json);
         let whole = object(serde_json::from_str(json).expect(json));
         assert_eq!(SecretView::from_object(&obj).type_, want, "{json}");
         assert_eq!(SecretView::new(&whole).type_, want, "{json}");
     }
 }
 
-/// A value is decoded on the stack when short and on the heap when long: the same bytes, and
-/// the same refusal of bad base64, either way (the stack takes 255 bytes: 340 characters, whose
-/// estimate is 255; 256 bytes take 344 characters, estimated at 258).
+/// Short and long values decode alike, and bad base64 is refused either way.
 #[test]
 fn short_and_long_values_decode_alike() {
     let long = "x".repeat(2000);
@@ -970,7 +819,7 @@ fn short_and_long_values_decode_alike() {
             None,
             Some(json!({ "url": encoded })),
         ));
-        let got = SecretView::new(&obj).with_decoded("url", <[u8]>::to_vec);
+        let got = SecretView::new(&obj).decoded("url");
         assert_eq!(got, want, "{name}");
     }
 }
