@@ -2,20 +2,19 @@
 //! cache within the API server's deadline, and the patch.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+/// Re-exported where the webhook's builder takes it ([`Webhook::with_events`]).
+pub use crate::events::EventSink;
 use crate::logging;
 use crate::metrics::{AdmissionOutcome as Outcome, Metrics, Operation};
 use crate::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
-use crate::refresh;
-use crate::refresher::{self, SecretRef, secret_event};
 use crate::secret::{self, SecretKind, SecretObject, SecretView};
 use crate::time::rfc3339;
 use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
@@ -52,108 +51,6 @@ pub struct Webhook {
     metrics: Arc<Metrics>,
     /// Warning Events on secrets that get no token; None without a Kubernetes client.
     events: Option<Arc<EventSink>>,
-}
-
-/// Warning Events on secrets the webhook fails open on or refuses by policy, rate-limited per
-/// secret as the refresher's are ([`refresh::should_report`]): the 1st, 2nd, 4th, 8th... failed
-/// write in a row. Sent off the request path; a success forgets the secret's count.
-pub struct EventSink {
-    client: kube::Client,
-    /// Consecutive failed writes by namespace, then name (nested so a lookup borrows).
-    failures: Mutex<HashMap<String, HashMap<String, u32>>>,
-    forbidden_logged: AtomicBool,
-    /// Namespaced mode's namespaces (empty: cluster-wide), for the advice on a Forbidden.
-    namespaces: Vec<String>,
-}
-
-/// Secrets tracked at most; past it the counts start over (the first failure reports again).
-const MAX_TRACKED: usize = 10_000;
-
-impl EventSink {
-    /// `namespaces`: the `--secret-namespaces` of namespaced mode, empty when cluster-wide.
-    pub fn new(client: kube::Client, namespaces: Vec<String>) -> Arc<Self> {
-        Arc::new(EventSink {
-            client,
-            failures: Mutex::new(HashMap::new()),
-            forbidden_logged: AtomicBool::new(false),
-            namespaces,
-        })
-    }
-
-    /// Counts a failed write and says whether it is reported.
-    fn failed(&self, namespace: &str, name: &str) -> bool {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if f.values().map(HashMap::len).sum::<usize>() >= MAX_TRACKED {
-            f.clear();
-        }
-        let count = f
-            .entry(namespace.to_string())
-            .or_default()
-            .entry(name.to_string())
-            .or_insert(0);
-        *count = count.saturating_add(1);
-        refresh::should_report(*count)
-    }
-
-    /// A token was written: the next failure is the first again.
-    fn succeeded(&self, namespace: &str, name: &str) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_empty() {
-            return;
-        }
-        if let Some(names) = f.get_mut(namespace) {
-            names.remove(name);
-            if names.is_empty() {
-                f.remove(namespace);
-            }
-        }
-    }
-
-    fn send(
-        self: &Arc<Self>,
-        namespace: &str,
-        name: &str,
-        uid: Option<&str>,
-        reason: &'static str,
-        message: String,
-    ) {
-        let sink = self.clone();
-        let (namespace, name, uid) = (
-            namespace.to_string(),
-            name.to_string(),
-            uid.map(str::to_string),
-        );
-        tokio::spawn(async move {
-            let secret = SecretRef {
-                namespace: &namespace,
-                name: &name,
-                uid: uid.as_deref(),
-                resource_version: None,
-            };
-            match secret_event(&sink.client, &secret, reason, message).await {
-                Ok(()) => {}
-                Err(kube::Error::Api(s)) if s.code == 403 => {
-                    match refresher::missing_grant(&sink.namespaces, &namespace, "create on events")
-                    {
-                        Some(advice) => {
-                            if !sink.forbidden_logged.swap(true, Ordering::Relaxed) {
-                                tracing::warn!(namespace, secret = name, reason = %s.message, advice,
-                                    "cannot record Events: forbidden (logged once)");
-                            }
-                        }
-                        None => tracing::debug!(
-                            namespace,
-                            secret = name,
-                            "no Event outside the secret namespaces (namespaced mode)"
-                        ),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(namespace, secret = name, error = %e, "could not record an Event")
-                }
-            }
-        });
-    }
 }
 
 const WARNING_PREFIX: &str = "ecr-token-webhook: ";

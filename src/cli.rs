@@ -386,9 +386,19 @@ pub struct StatusArgs {
     pub policy_file: Option<PathBuf>,
 }
 
+/// What `status` knows of the webhook's configuration; `None` where it was not told. A policy
+/// file, when given, replaces the three flag lists.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    pub namespaces: Option<Vec<Pattern>>,
+    pub registries: Option<Vec<RegistryPattern>>,
+    pub role_arns: Option<Vec<Pattern>>,
+    pub policy: Option<Policy>,
+}
+
 impl StatusArgs {
     /// The parts of the webhook's policy given; an empty list means "not given".
-    pub fn known(&self) -> Result<crate::status::Known, String> {
+    pub fn known(&self) -> Result<Known, String> {
         let patterns = |v: &[String]| -> Option<Vec<Pattern>> {
             let p: Vec<Pattern> = v
                 .iter()
@@ -404,7 +414,7 @@ impl StatusArgs {
             .filter(|s| !s.trim().is_empty())
             .map(|s| RegistryPattern::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut known = crate::status::Known {
+        let mut known = Known {
             namespaces: patterns(&self.allowed_namespaces),
             registries: (!registries.is_empty()).then_some(registries),
             role_arns: patterns(&self.allowed_role_arns),
@@ -427,7 +437,7 @@ impl StatusArgs {
                     path.display()
                 ));
             }
-            known = crate::status::Known {
+            known = Known {
                 policy: Some(crate::policy_file::load(path)?.0),
                 ..Default::default()
             };

@@ -1,9 +1,11 @@
 //! ecr-token-webhook: a mutating admission webhook that writes fresh Amazon ECR tokens into
 //! opted-in Kubernetes Secrets.
 //!
-//! Pure logic lives in [`registry`], [`secret`] and [`policy`]; the edges are [`ecr`] (AWS),
-//! [`server`] (HTTP and TLS), [`policy_file`] and [`namespaces`] (the policy's inputs) and
-//! [`admission`], which joins them.
+//! Pure logic lives in [`registry`], [`secret`], [`policy`], [`refresh`] (the refresher's
+//! decisions) and [`state`] (a secret's state, shared by the refresher and `status`); the edges
+//! are [`ecr`] (AWS), [`server`] (HTTP and TLS), [`policy_file`] and [`namespaces`] (the
+//! policy's inputs), [`events`] (Warning Events on secrets) and [`admission`], which joins them.
+//! No module imports one that imports it back (tests/release/test_module_graph.py).
 #![forbid(unsafe_code)]
 
 // The global allocator is chosen here, in the library, so the binary and the benchmark floor
@@ -24,6 +26,7 @@ pub mod admission;
 pub mod cli;
 pub mod client_auth;
 pub mod ecr;
+pub mod events;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
@@ -36,6 +39,7 @@ pub mod registry;
 pub mod secret;
 pub mod selfmanaged;
 pub mod server;
+pub mod state;
 pub mod status;
 pub mod text;
 pub mod time;

@@ -14,8 +14,6 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::token::TokenKey;
-
 mod labels;
 pub use labels::{AdmissionOutcome, EcrOutcome, Operation};
 
@@ -438,15 +436,10 @@ impl Metrics {
     }
 
     /// Prometheus text exposition, with the token expiry gauges set from `expiries` first.
-    pub fn render(&self, expiries: &[(TokenKey, f64)]) -> String {
+    pub fn render(&self, expiries: &[(TokenLabels, f64)]) -> String {
         self.token_expiry.clear();
-        for (key, secs) in expiries {
-            self.token_expiry
-                .get_or_create(&TokenLabels {
-                    region: key.place().to_string(),
-                    role_arn: key.role_arn.clone().unwrap_or_default(),
-                })
-                .set(*secs);
+        for (labels, secs) in expiries {
+            self.token_expiry.get_or_create(labels).set(*secs);
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -547,7 +540,13 @@ mod tests {
             &[("fresh", 2), ("due", 1), ("expired", 0)],
             Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         );
-        let text = m.render(&[(TokenKey::new("us-east-1", None), 3600.0)]);
+        let text = m.render(&[(
+            TokenLabels {
+                region: "us-east-1".into(),
+                role_arn: String::new(),
+            },
+            3600.0,
+        )]);
         for want in [
             "ecr_token_webhook_admission_requests_total{operation=\"CREATE\",kind=\"dockerconfigjson\",outcome=\"patched\"} 1",
             "ecr_token_webhook_admission_duration_seconds_count 1",

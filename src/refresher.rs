@@ -6,19 +6,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Event, ObjectReference, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::{Client, Error};
 use tokio::sync::watch;
 
+use crate::events::{SecretRef, missing_grant, secret_event};
 use crate::metrics::Metrics;
 use crate::policy::SharedPolicy;
 use crate::refresh::{self, Due};
 use crate::secret::{ERROR_ANNOTATION, EXPIRES_AT_ANNOTATION, INJECT_LABEL};
-use crate::status::{self, State};
+use crate::state::{State, error_annotation};
 use crate::time::{parse_rfc3339, rfc3339};
 
 #[derive(Clone, Debug)]
@@ -76,16 +76,6 @@ impl Touch {
     }
 }
 
-/// The states the refresher reports (the label selector leaves out `not-opted-in`).
-pub const REPORTED_STATES: [State; 6] = [
-    State::Fresh,
-    State::Due,
-    State::Expired,
-    State::NoToken,
-    State::Error,
-    State::OutsidePolicy,
-];
-
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassStats {
@@ -123,9 +113,9 @@ fn state_of(
 ) -> (State, Option<SystemTime>) {
     let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
     let expires_at = get(EXPIRES_AT_ANNOTATION).and_then(parse_rfc3339);
-    let error = status::error_annotation(get(ERROR_ANNOTATION));
+    let error = error_annotation(get(ERROR_ANNOTATION));
     (
-        status::state(outside_policy, error, expires_at, now, margin),
+        State::of(outside_policy, error, expires_at, now, margin),
         expires_at,
     )
 }
@@ -326,8 +316,9 @@ impl Refresher {
         // A replica that lost the lease during the pass does not publish the states: the new
         // leader does.
         if self.may_touch() {
-            let states: Vec<(&'static str, usize)> = REPORTED_STATES
+            let states: Vec<(&'static str, usize)> = State::ALL
                 .iter()
+                .filter(|s| s.is_listed())
                 .map(|s| (s.label(), stats.states.get(s).copied().unwrap_or(0)))
                 .collect();
             self.metrics.pass(stats.seen, stats.due, &states, earliest);
@@ -494,104 +485,6 @@ impl Refresher {
                 } => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-        }
-    }
-}
-
-/// The Secret an Event is about: by namespace and name, with its uid and version when known (a
-/// Secret being created has none yet).
-pub struct SecretRef<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub uid: Option<&'a str>,
-    pub resource_version: Option<&'a str>,
-}
-
-/// Which grant a Forbidden answer in `namespace` asks for, for the log line: the ClusterRole's
-/// (cluster-wide mode: `namespaces` empty) or that namespace's Role (namespaced mode). None
-/// outside the listed namespaces in namespaced mode: there the binary has no grant by design,
-/// and advising one would widen RBAC beyond the list.
-pub fn missing_grant(namespaces: &[String], namespace: &str, what: &str) -> Option<String> {
-    if namespaces.is_empty() {
-        Some(format!("the ClusterRole must grant {what}"))
-    } else if namespaces.iter().any(|n| n == namespace) {
-        Some(format!(
-            "the Role in namespace {namespace} must grant {what}"
-        ))
-    } else {
-        None
-    }
-}
-
-/// Records a Warning Event with `reason` and `message` on the secret, so `kubectl describe
-/// secret` shows it. Shared by the refresher and the webhook; `message` never holds a token.
-pub async fn secret_event(
-    client: &Client,
-    secret: &SecretRef<'_>,
-    reason: &str,
-    message: String,
-) -> Result<(), Error> {
-    let ns = secret.namespace;
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let now = Time(Timestamp::now());
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", secret.name)),
-            namespace: Some(ns.to_string()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Secret".into()),
-            name: Some(secret.name.to_string()),
-            namespace: Some(ns.to_string()),
-            uid: secret.uid.map(str::to_string),
-            resource_version: secret.resource_version.map(str::to_string),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some("Warning".into()),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some("ecr-token-webhook".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("ecr-token-webhook".into()),
-            ..Default::default()
-        }),
-        ..Event::default()
-    };
-    api.create(&PostParams::default(), &event).await.map(|_| ())
-}
-
-#[cfg(test)]
-mod grant_tests {
-    use super::missing_grant;
-
-    #[test]
-    fn a_forbidden_answer_names_the_grant_of_the_mode_and_none_outside_the_list() {
-        let listed = ["argocd".to_string(), "apps".to_string()];
-        for (namespaces, namespace, want) in [
-            (
-                &[][..],
-                "apps",
-                Some("the ClusterRole must grant create on events"),
-            ),
-            (
-                &listed[..],
-                "apps",
-                Some("the Role in namespace apps must grant create on events"),
-            ),
-            // Namespaced mode: no advice that would widen RBAC beyond the list.
-            (&listed[..], "team-b", None),
-            (&listed[..], "", None),
-        ] {
-            assert_eq!(
-                missing_grant(namespaces, namespace, "create on events").as_deref(),
-                want,
-                "{namespaces:?} {namespace:?}"
-            );
         }
     }
 }

@@ -16,13 +16,16 @@ use kube::api::{Api, ApiResource, ListParams};
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
 
-use crate::cli::{OutputFormat, StatusArgs};
-use crate::policy::{self, Decision, Labels, Pattern, Policy, Reason, Refusal, RegistryPattern};
+use crate::cli::{Known, OutputFormat, StatusArgs};
+use crate::policy::{self, Decision, Labels, Reason, Refusal};
 use crate::refresher::RefresherConfig;
 use crate::secret::{
     self, ERROR_ANNOTATION, EXPIRES_AT_ANNOTATION, INJECT_LABEL, InputError, ROLE_ARN_ANNOTATION,
     SecretKind, SecretView, TOUCHED_AT_ANNOTATION,
 };
+/// Re-exported: `status` prints these states.
+pub use crate::state::State;
+use crate::state::error_annotation;
 use crate::text::truncate;
 use crate::time::{parse_rfc3339, rfc3339};
 
@@ -35,80 +38,6 @@ pub const EXIT_CANNOT_TELL: u8 = 2;
 /// Past the refresher's spread window, a due secret gets this much longer (a pass interval,
 /// touch pacing, a failing touch's back-off) before it is called overdue.
 const OVERDUE_GRACE: Duration = Duration::from_secs(15 * 60);
-
-/// The state of one secret, worst first where several apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum State {
-    /// More than the refresh margin left.
-    Fresh,
-    /// Within the refresh margin: the refresher replaces it soon.
-    Due,
-    /// `expires-at` has passed.
-    Expired,
-    /// No `expires-at` (or an unreadable one) and no error: the webhook has not written it.
-    NoToken,
-    /// The `error` annotation is set: the last write got no token.
-    Error,
-    /// Refused by the policy given to `status` (the webhook leaves it, the refresher skips it).
-    OutsidePolicy,
-    /// Without the opt-in label (only when one secret is asked for by name).
-    NotOptedIn,
-}
-
-impl State {
-    pub const ALL: [State; 7] = [
-        State::Fresh,
-        State::Due,
-        State::Expired,
-        State::NoToken,
-        State::Error,
-        State::OutsidePolicy,
-        State::NotOptedIn,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            State::Fresh => "fresh",
-            State::Due => "due",
-            State::Expired => "expired",
-            State::NoToken => "no-token",
-            State::Error => "error",
-            State::OutsidePolicy => "outside-policy",
-            State::NotOptedIn => "not-opted-in",
-        }
-    }
-
-    /// Whether the exit code reports it. A due secret is normal until it expires.
-    pub fn is_problem(self) -> bool {
-        !matches!(self, State::Fresh | State::Due)
-    }
-
-    /// For the verdict on one secret: "secret apps/pull has an error".
-    fn sentence(self) -> &'static str {
-        match self {
-            State::Fresh => "is fresh",
-            State::Due => "is due for a refresh",
-            State::Expired => "has expired",
-            State::NoToken => "has no token",
-            State::Error => "has an error",
-            State::OutsidePolicy => "is outside the policy",
-            State::NotOptedIn => "is not opted in",
-        }
-    }
-
-    /// For the verdict: "3 fresh", "1 with an error".
-    fn phrase(self) -> &'static str {
-        match self {
-            State::Fresh => "fresh",
-            State::Due => "due for a refresh",
-            State::Expired => "expired",
-            State::NoToken => "without a token",
-            State::Error => "with an error",
-            State::OutsidePolicy => "outside the policy",
-            State::NotOptedIn => "not opted in",
-        }
-    }
-}
 
 /// A timestamp annotation as found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,16 +74,6 @@ impl Stamp {
             Stamp::At(t) => json!(rfc3339(*t)),
         }
     }
-}
-
-/// What `status` knows of the webhook's configuration; `None` where it was not told. A policy
-/// file, when given, replaces the three flag lists.
-#[derive(Clone, Debug, Default)]
-pub struct Known {
-    pub namespaces: Option<Vec<Pattern>>,
-    pub registries: Option<Vec<RegistryPattern>>,
-    pub role_arns: Option<Vec<Pattern>>,
-    pub policy: Option<Policy>,
 }
 
 /// Everything classification depends on besides the secret.
@@ -220,7 +139,7 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
         (State::NotOptedIn, ex.not_opted_in(plan.as_ref().err()))
     } else {
         let refusals = ex.policy_refusals(plan.as_ref().ok());
-        let state = state(
+        let state = State::of(
             refusals.is_some(),
             row.error.as_deref(),
             row.expires_at.at(),
@@ -244,9 +163,6 @@ pub fn classify(obj: &DynamicObject, cx: &Context) -> Row {
     row
 }
 
-/// How every policy refusal starts, in the `error` annotation too.
-const POLICY_REFUSAL: &str = "refused by policy";
-
 /// What a refusal means for the secret.
 fn consequence(r: &Refusal) -> &'static str {
     match r.reason {
@@ -255,37 +171,6 @@ fn consequence(r: &Refusal) -> &'static str {
         }
         _ => "the webhook writes no token (only the error annotation)",
     }
-}
-
-/// The state of an opted-in secret from what every reader of it has: whether the policy refuses
-/// it, its `error` annotation (see [`error_annotation`]; a policy refusal written there counts
-/// as outside the policy) and its readable `expires-at`. Shared by
-/// `status` and the refresher's state metrics, so both name a secret's state alike.
-pub fn state(
-    outside_policy: bool,
-    error: Option<&str>,
-    expires_at: Option<SystemTime>,
-    now: SystemTime,
-    margin: Duration,
-) -> State {
-    // The webhook writes its policy refusals into the error annotation too.
-    if outside_policy || error.is_some_and(|e| e.starts_with(POLICY_REFUSAL)) {
-        State::OutsidePolicy
-    } else if error.is_some() {
-        State::Error
-    } else {
-        match expires_at {
-            None => State::NoToken,
-            Some(t) if t <= now => State::Expired,
-            Some(t) if t.duration_since(now).unwrap_or_default() > margin => State::Fresh,
-            Some(_) => State::Due,
-        }
-    }
-}
-
-/// The `error` annotation as it counts: trimmed, and absent when blank.
-pub fn error_annotation(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|e| !e.is_empty())
 }
 
 /// Builds the reasons: what the secret shows, then what to check, the way the README's

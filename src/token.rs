@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
 
-use crate::metrics::{EcrOutcome, Metrics};
+use crate::metrics::{EcrOutcome, Metrics, TokenLabels};
 use crate::time::rfc3339;
 
 /// What a token is for: the ECR region (tokens are regional) or ECR Public, and an optional
@@ -59,6 +59,14 @@ impl TokenKey {
     /// `public` for ECR Public.
     pub fn place(&self) -> &str {
         if self.public { "public" } else { &self.region }
+    }
+
+    /// The token expiry gauge's labels.
+    pub fn metric_labels(&self) -> TokenLabels {
+        TokenLabels {
+            region: self.place().to_string(),
+            role_arn: self.role_arn.clone().unwrap_or_default(),
+        }
     }
 }
 
@@ -380,7 +388,7 @@ impl TokenCache {
     }
 
     /// Seconds until each known token expires, for the metrics endpoint.
-    pub fn expiries(&self) -> Vec<(TokenKey, f64)> {
+    pub fn expiries(&self) -> Vec<(TokenLabels, f64)> {
         let now = SystemTime::now();
         lock(&self.last_good)
             .iter()
@@ -389,7 +397,7 @@ impl TokenCache {
                     Ok(d) => d.as_secs_f64(),
                     Err(e) => -e.duration().as_secs_f64(),
                 };
-                (k.clone(), secs)
+                (k.metric_labels(), secs)
             })
             .collect()
     }

@@ -34,7 +34,7 @@ fn exposition() -> String {
     m.policy_reload("reloaded");
     m.tls_reload("reloaded");
     m.set_tls_not_after(SystemTime::now());
-    m.render(&[(TokenKey::new("us-east-1", None), 3600.0)])
+    m.render(&[(TokenKey::new("us-east-1", None).metric_labels(), 3600.0)])
 }
 
 /// Sample names (`name_total`, `name_bucket`, ...) and families with their types.

@@ -1,5 +1,6 @@
 use super::*;
 
+use crate::policy::{Pattern, Policy, RegistryPattern};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
