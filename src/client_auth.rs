@@ -19,7 +19,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::task::JoinHandle;
 
-use crate::metrics::{CallerRefusal, Metrics};
+use crate::metrics::{CallerRefusal, Metrics, ReloadOutcome};
 
 /// At most one log line per this long about refused callers; the count of the lines left out
 /// goes with the next one (the metric counts every refusal).
@@ -329,12 +329,12 @@ pub fn spawn_reloader(
                 CaReload::Unchanged => {}
                 CaReload::Reloaded => {
                     last_refusal = None;
-                    metrics.tls_reload("reloaded");
+                    metrics.tls_reload(ReloadOutcome::Reloaded);
                     tracing::info!(ca = %auth.ca_file().display(), "reloaded the client CA");
                 }
                 CaReload::Refused(why) => {
                     if last_refusal.as_deref() != Some(why.as_str()) {
-                        metrics.tls_reload("refused");
+                        metrics.tls_reload(ReloadOutcome::Refused);
                         tracing::warn!(error = %why, "new client CA refused; the CA in service stays");
                         last_refusal = Some(why);
                     }

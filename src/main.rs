@@ -4,13 +4,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use ecr_token_webhook::admission::{EventSink, Webhook};
+use ecr_token_webhook::admission::Webhook;
 use ecr_token_webhook::cli::{CertsArgs, Cli, Command, LogFormat, ServeArgs};
 use ecr_token_webhook::client_auth::{self, ClientAuth};
 use ecr_token_webhook::ecr::{EcrTokenSource, load_sdk_config};
+use ecr_token_webhook::events::EventSink;
 use ecr_token_webhook::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::logging;
-use ecr_token_webhook::metrics::Metrics;
+use ecr_token_webhook::metrics::{Metrics, RenewalOutcome};
 use ecr_token_webhook::namespaces::KubeNamespaceLabels;
 use ecr_token_webhook::policy::SharedPolicy;
 use ecr_token_webhook::policy_file;
@@ -318,7 +319,7 @@ async fn start_self_managed(
         Ok(Check::Current(m)) => m,
         // Serving the stored pair beats a crash loop; the maintainer retries the renewal.
         Ok(Check::Stale { material, error }) => {
-            metrics.tls_renewal("failed");
+            metrics.tls_renewal(RenewalOutcome::Failed);
             tracing::warn!(error = %error, not_after = %ecr_token_webhook::time::rfc3339(material.not_after),
                 "cannot store the renewed certificate; serving the stored one, which is still valid, and retrying");
             material

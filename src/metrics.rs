@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -15,7 +13,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 mod labels;
-pub use labels::{AdmissionOutcome, EcrOutcome, Operation};
+use labels::listed;
+pub use labels::{
+    AdmissionOutcome, CacheResult, CallerRefusal, EcrOutcome, Operation, ReloadOutcome,
+    RenewalOutcome, TouchOutcome,
+};
+
+use crate::policy::RefusalKind;
+use crate::state::State;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
@@ -32,7 +37,7 @@ pub struct EcrLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    pub result: &'static str,
+    pub result: CacheResult,
 }
 
 /// A policy refusal: the rule (its name, `rules[N]`, `flags`, or `none` when no rule matched;
@@ -40,12 +45,12 @@ pub struct CacheLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub rule: String,
-    pub reason: &'static str,
+    pub reason: RefusalKind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    pub state: &'static str,
+    pub state: State,
 }
 
 /// A gauge without labels that can be absent: a plain gauge always has a value, and a family
@@ -76,43 +81,6 @@ impl Collector for OptionalGauge {
     }
 }
 
-/// Why a caller was refused at the webhook port's TLS handshake (`--tls-client-ca-file`).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum CallerRefusal {
-    /// No client certificate.
-    NoCertificate,
-    /// A certificate that does not chain to the client CA (or is otherwise bad).
-    Untrusted,
-    /// Expired or not yet valid.
-    Expired,
-    /// Chains to the CA but carries none of the required names.
-    WrongName,
-}
-
-impl CallerRefusal {
-    pub const ALL: [CallerRefusal; 4] = [
-        CallerRefusal::NoCertificate,
-        CallerRefusal::Untrusted,
-        CallerRefusal::Expired,
-        CallerRefusal::WrongName,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CallerRefusal::NoCertificate => "no_certificate",
-            CallerRefusal::Untrusted => "untrusted",
-            CallerRefusal::Expired => "expired",
-            CallerRefusal::WrongName => "wrong_name",
-        }
-    }
-}
-
-impl EncodeLabelValue for CallerRefusal {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(encoder, self.label())
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallerRefusalLabels {
     pub reason: CallerRefusal,
@@ -135,12 +103,12 @@ pub struct Metrics {
     /// family's lookup (a hash and a lock) was a measurable part of a hit.
     cache_hits: Counter,
     token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
-    tls_reloads: Family<OutcomeLabels, Counter>,
-    tls_renewals: Family<OutcomeLabels, Counter>,
+    tls_reloads: Family<ReloadLabels, Counter>,
+    tls_renewals: Family<RenewalLabels, Counter>,
     tls_not_after: Gauge<f64, AtomicU64>,
-    touches: Family<OutcomeLabels, Counter>,
+    touches: Family<TouchLabels, Counter>,
     policy_refusals: Family<PolicyLabels, Counter>,
-    policy_reloads: Family<OutcomeLabels, Counter>,
+    policy_reloads: Family<ReloadLabels, Counter>,
     secrets_seen: Gauge,
     secrets_due: Gauge,
     secrets: Family<StateLabels, Gauge>,
@@ -151,8 +119,18 @@ pub struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: &'static str,
+pub struct ReloadLabels {
+    pub outcome: ReloadOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabels {
+    pub outcome: RenewalOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TouchLabels {
+    pub outcome: TouchOutcome,
 }
 
 impl Default for Metrics {
@@ -188,20 +166,22 @@ impl Default for Metrics {
             "Token cache lookups: hit, miss, or stale (an older valid token served during an ECR failure)",
             cache_lookups.clone(),
         );
-        let cache_hits = cache_lookups.get_or_create_owned(&CacheLabels { result: "hit" });
+        let cache_hits = cache_lookups.get_or_create_owned(&CacheLabels {
+            result: CacheResult::Hit,
+        });
         let token_expiry = Family::<TokenLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "token_expiry_seconds",
             "Seconds until each cached token expires (negative once expired)",
             token_expiry.clone(),
         );
-        let tls_reloads = Family::<OutcomeLabels, Counter>::default();
+        let tls_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "tls_reloads",
             "Changes of the TLS certificate files: reloaded, or refused (the old pair stays)",
             tls_reloads.clone(),
         );
-        let tls_renewals = Family::<OutcomeLabels, Counter>::default();
+        let tls_renewals = Family::<RenewalLabels, Counter>::default();
         registry.register(
             "tls_renewals",
             "Self-managed TLS checks that failed (the stored pair stays in service while valid)",
@@ -213,19 +193,25 @@ impl Default for Metrics {
             "When the serving certificate in use expires (Unix time)",
             tls_not_after.clone(),
         );
-        let touches = Family::<OutcomeLabels, Counter>::default();
+        let touches = Family::<TouchLabels, Counter>::default();
         registry.register(
             "refresh_touches",
-            "Refresher touches by outcome: took, did_not_take, gone, conflict, forbidden, error",
+            format!(
+                "Refresher touches by outcome: {}",
+                listed(TouchOutcome::ALL.iter().map(|o| o.label()))
+            ),
             touches.clone(),
         );
         let policy_refusals = Family::<PolicyLabels, Counter>::default();
         registry.register(
             "policy_refusals",
-            "Secrets refused by the policy, by rule (name, rules[N], flags, or none when no rule matched) and reason (namespace, registry, role, labels)",
+            format!(
+                "Secrets refused by the policy, by rule (name, rules[N], flags, or none when no rule matched) and reason ({})",
+                listed(RefusalKind::ALL.map(RefusalKind::label))
+            ),
             policy_refusals.clone(),
         );
-        let policy_reloads = Family::<OutcomeLabels, Counter>::default();
+        let policy_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "policy_reloads",
             "Changes of the policy file: reloaded, or refused (the last good policy stays)",
@@ -246,7 +232,10 @@ impl Default for Metrics {
         let secrets = Family::<StateLabels, Gauge>::default();
         registry.register(
             "secrets",
-            "Opted-in secrets by state at the last complete refresher pass (the leader only): fresh, due, expired, no-token, error, outside-policy",
+            format!(
+                "Opted-in secrets by state at the last complete refresher pass (the leader only): {}",
+                listed(State::ALL.into_iter().filter(|s| s.is_listed()).map(State::label))
+            ),
             secrets.clone(),
         );
         let earliest_expiry = OptionalGauge {
@@ -270,11 +259,14 @@ impl Default for Metrics {
         let caller_refusals = Family::<CallerRefusalLabels, Counter>::default();
         registry.register(
             "caller_refusals",
-            "Callers refused at the webhook port's TLS handshake (--tls-client-ca-file), by reason: no_certificate, untrusted, expired, wrong_name",
+            format!(
+                "Callers refused at the webhook port's TLS handshake (--tls-client-ca-file), by reason: {}",
+                listed(CallerRefusal::ALL.iter().map(|r| r.label()))
+            ),
             caller_refusals.clone(),
         );
         // Every reason from the start, so a rate over one finds 0 rather than nothing.
-        for reason in CallerRefusal::ALL {
+        for &reason in CallerRefusal::ALL {
             caller_refusals.get_or_create_owned(&CallerRefusalLabels { reason });
         }
         Metrics {
@@ -353,8 +345,8 @@ impl Metrics {
         self.ecr_duration.observe(took.as_secs_f64());
     }
 
-    pub fn cache_lookup(&self, result: &'static str) {
-        if result == "hit" {
+    pub fn cache_lookup(&self, result: CacheResult) {
+        if result == CacheResult::Hit {
             self.cache_hits.inc();
             return;
         }
@@ -363,20 +355,20 @@ impl Metrics {
             .inc();
     }
 
-    pub fn policy_refusal(&self, rule: String, reason: &'static str) {
+    pub fn policy_refusal(&self, rule: String, reason: RefusalKind) {
         self.policy_refusals
             .get_or_create(&PolicyLabels { rule, reason })
             .inc();
     }
 
-    pub fn policy_reload(&self, outcome: &'static str) {
+    pub fn policy_reload(&self, outcome: ReloadOutcome) {
         self.policy_reloads
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&ReloadLabels { outcome })
             .inc();
     }
 
-    pub fn touch(&self, outcome: &'static str) {
-        self.touches.get_or_create(&OutcomeLabels { outcome }).inc();
+    pub fn touch(&self, outcome: TouchOutcome) {
+        self.touches.get_or_create(&TouchLabels { outcome }).inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -390,14 +382,14 @@ impl Metrics {
         &self,
         seen: usize,
         due: usize,
-        states: &[(&'static str, usize)],
+        states: &[(State, usize)],
         earliest_expiry: Option<std::time::SystemTime>,
     ) {
         self.secrets_seen.set(seen as i64);
         self.secrets_due.set(due as i64);
         for (state, n) in states {
             self.secrets
-                .get_or_create(&StateLabels { state })
+                .get_or_create(&StateLabels { state: *state })
                 .set(*n as i64);
         }
         self.earliest_expiry.set(earliest_expiry.map(unix_seconds));
@@ -413,9 +405,9 @@ impl Metrics {
         self.earliest_expiry.set(None);
     }
 
-    pub fn tls_renewal(&self, outcome: &'static str) {
+    pub fn tls_renewal(&self, outcome: RenewalOutcome) {
         self.tls_renewals
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&RenewalLabels { outcome })
             .inc();
     }
 
@@ -423,9 +415,9 @@ impl Metrics {
         self.tls_not_after.set(unix_seconds(t));
     }
 
-    pub fn tls_reload(&self, outcome: &'static str) {
+    pub fn tls_reload(&self, outcome: ReloadOutcome) {
         self.tls_reloads
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&ReloadLabels { outcome })
             .inc();
     }
 
@@ -517,6 +509,12 @@ mod tests {
         distinct(Operation::ALL.iter().map(|o| o.label()).collect());
         distinct(AdmissionOutcome::ALL.iter().map(|o| o.label()).collect());
         distinct(EcrOutcome::ALL.iter().map(|o| o.label()).collect());
+        distinct(CacheResult::ALL.iter().map(|o| o.label()).collect());
+        distinct(TouchOutcome::ALL.iter().map(|o| o.label()).collect());
+        distinct(ReloadOutcome::ALL.iter().map(|o| o.label()).collect());
+        distinct(CallerRefusal::ALL.iter().map(|o| o.label()).collect());
+        distinct(RefusalKind::ALL.map(RefusalKind::label).to_vec());
+        distinct(State::ALL.map(State::label).to_vec());
         for o in Operation::ALL {
             assert_eq!(Operation::parse(o.label()), *o);
         }
@@ -532,12 +530,12 @@ mod tests {
             Duration::from_millis(3),
         );
         m.ecr_call("us-east-1", EcrOutcome::Success, Duration::from_millis(40));
-        m.cache_lookup("hit");
-        m.cache_lookup("hit");
+        m.cache_lookup(CacheResult::Hit);
+        m.cache_lookup(CacheResult::Hit);
         m.pass(
             3,
             1,
-            &[("fresh", 2), ("due", 1), ("expired", 0)],
+            &[(State::Fresh, 2), (State::Due, 1), (State::Expired, 0)],
             Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         );
         let text = m.render(&[(

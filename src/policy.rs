@@ -301,14 +301,50 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn metric_label(&self) -> &'static str {
+    /// What was refused, for the `reason` metric label.
+    pub fn metric_label(&self) -> RefusalKind {
         match self {
-            Reason::Namespace { .. } => "namespace",
-            Reason::Registry { .. } => "registry",
-            Reason::Role { .. } => "role",
-            Reason::Labels { .. } => "labels",
+            Reason::Namespace { .. } => RefusalKind::Namespace,
+            Reason::Registry { .. } => RefusalKind::Registry,
+            Reason::Role { .. } => RefusalKind::Role,
+            Reason::Labels { .. } => RefusalKind::Labels,
         }
     }
+}
+
+/// What a refusal refused: a [`Reason`] without its details.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RefusalKind {
+    Namespace,
+    Registry,
+    Role,
+    Labels,
+}
+
+impl RefusalKind {
+    pub const ALL: [RefusalKind; 4] = [
+        RefusalKind::Namespace,
+        RefusalKind::Registry,
+        RefusalKind::Role,
+        RefusalKind::Labels,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalKind::Namespace => "namespace",
+            RefusalKind::Registry => "registry",
+            RefusalKind::Role => "role",
+            RefusalKind::Labels => "labels",
+        }
+    }
+}
+
+/// How every refusal's message starts ([`Refusal`]'s `Display`), in the `error` annotation too.
+pub const REFUSED: &str = "refused by policy";
+
+/// Whether a message (an `error` annotation) is a policy refusal's.
+pub fn is_refusal(message: &str) -> bool {
+    message.starts_with(REFUSED)
 }
 
 /// A refusal: the rule that refused (none when no rule matched a policy file's namespace),
@@ -338,38 +374,35 @@ impl fmt::Display for Refusal {
         match (&self.rule, &self.reason) {
             (Some(RuleRef::Flags), Reason::Namespace { namespace }) => write!(
                 f,
-                "refused by policy: namespace {namespace} is not in --allowed-namespaces ({allowed})"
+                "{REFUSED}: namespace {namespace} is not in --allowed-namespaces ({allowed})"
             ),
             (Some(RuleRef::Flags), Reason::Registry { registry }) => write!(
                 f,
-                "refused by policy: registry {registry} is not in --allowed-registries ({allowed})"
+                "{REFUSED}: registry {registry} is not in --allowed-registries ({allowed})"
             ),
             (Some(RuleRef::Flags), Reason::Role { role }) => write!(
                 f,
-                "refused by policy: role {role} is not in --allowed-role-arns ({allowed})"
+                "{REFUSED}: role {role} is not in --allowed-role-arns ({allowed})"
             ),
             (_, Reason::Namespace { namespace }) => {
-                write!(
-                    f,
-                    "refused by policy: namespace {namespace} matches no rule"
-                )
+                write!(f, "{REFUSED}: namespace {namespace} matches no rule")
             }
             (Some(rule), Reason::Registry { registry }) => write!(
                 f,
-                "refused by policy {rule}: registry {registry} is not in its registries ({allowed})"
+                "{REFUSED} {rule}: registry {registry} is not in its registries ({allowed})"
             ),
             (Some(rule), Reason::Role { role }) => write!(
                 f,
-                "refused by policy {rule}: role {role} is neither its defaultRole nor in its roleArns ({allowed})"
+                "{REFUSED} {rule}: role {role} is neither its defaultRole nor in its roleArns ({allowed})"
             ),
             (rule, Reason::Labels { namespace, error }) => {
                 let rule = rule.as_ref().map(|r| format!(" {r}")).unwrap_or_default();
                 write!(
                     f,
-                    "refused by policy{rule}: it selects namespaces by label ({allowed}), and the labels of namespace {namespace} cannot be read: {error}"
+                    "{REFUSED}{rule}: it selects namespaces by label ({allowed}), and the labels of namespace {namespace} cannot be read: {error}"
                 )
             }
-            (None, reason) => write!(f, "refused by policy: {reason:?}"),
+            (None, reason) => write!(f, "{REFUSED}: {reason:?}"),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadOutcome};
 use crate::policy::{MAX_FILE_BYTES, Policy, SharedPolicy};
 
 /// Reads and parses the file; the bytes are returned to compare later polls against.
@@ -111,13 +111,13 @@ pub fn spawn_reloader(
                     // In force and counted before it is announced: a reader of the log line sees both.
                     let described = policy.describe();
                     shared.replace(policy);
-                    metrics.policy_reload("reloaded");
+                    metrics.policy_reload(ReloadOutcome::Reloaded);
                     tracing::info!(policy = %described, "reloaded the policy file");
                     last_refusal = None;
                 }
                 Reload::Refused(why) => {
                     if last_refusal.as_deref() != Some(why.as_str()) {
-                        metrics.policy_reload("refused");
+                        metrics.policy_reload(ReloadOutcome::Refused);
                         tracing::error!(error = %why, in_force = %shared.current().describe(),
                             "refused the changed policy file; the last good policy stays in force");
                         last_refusal = Some(why);

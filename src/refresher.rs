@@ -14,7 +14,7 @@ use kube::{Client, Error};
 use tokio::sync::watch;
 
 use crate::events::{SecretRef, missing_grant, secret_event};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TouchOutcome as Touch};
 use crate::policy::SharedPolicy;
 use crate::refresh::{self, Due};
 use crate::secret::{ERROR_ANNOTATION, EXPIRES_AT_ANNOTATION, INJECT_LABEL};
@@ -49,30 +49,6 @@ impl RefresherConfig {
     /// A window of a quarter of the margin, at most an hour.
     pub fn default_spread(margin: Duration) -> Duration {
         (margin / 4).min(Duration::from_secs(3600))
-    }
-}
-
-/// How a touch ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Touch {
-    Took,
-    DidNotTake,
-    Gone,
-    Conflict,
-    Forbidden,
-    Error,
-}
-
-impl Touch {
-    fn label(self) -> &'static str {
-        match self {
-            Touch::Took => "took",
-            Touch::DidNotTake => "did_not_take",
-            Touch::Gone => "gone",
-            Touch::Conflict => "conflict",
-            Touch::Forbidden => "forbidden",
-            Touch::Error => "error",
-        }
     }
 }
 
@@ -316,10 +292,10 @@ impl Refresher {
         // A replica that lost the lease during the pass does not publish the states: the new
         // leader does.
         if self.may_touch() {
-            let states: Vec<(&'static str, usize)> = State::ALL
-                .iter()
+            let states: Vec<(State, usize)> = State::ALL
+                .into_iter()
                 .filter(|s| s.is_listed())
-                .map(|s| (s.label(), stats.states.get(s).copied().unwrap_or(0)))
+                .map(|s| (s, stats.states.get(&s).copied().unwrap_or(0)))
                 .collect();
             self.metrics.pass(stats.seen, stats.due, &states, earliest);
         }
@@ -329,7 +305,7 @@ impl Refresher {
     /// Books a touch's outcome: counts, the metric, and the secret's back-off.
     fn record(&mut self, stats: &mut PassStats, uid: String, outcome: Touch) {
         stats.touched += 1;
-        self.metrics.touch(outcome.label());
+        self.metrics.touch(outcome);
         match outcome {
             Touch::Took | Touch::Gone => {
                 if outcome == Touch::Took {

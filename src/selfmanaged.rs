@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadOutcome, RenewalOutcome};
 use crate::time::rfc3339;
 use crate::tls::{self, TlsError};
 
@@ -368,7 +368,7 @@ impl SelfManaged {
                     }
                     Ok(Check::Stale { material, error }) => {
                         failures += 1;
-                        metrics.tls_renewal("failed");
+                        metrics.tls_renewal(RenewalOutcome::Failed);
                         tracing::warn!(error = %error, failures,
                             not_after = %rfc3339(material.not_after),
                             retry_in = %humantime::format_duration(retry_delay(failures, self.cfg.retry_base, self.cfg.retry_max)),
@@ -377,7 +377,7 @@ impl SelfManaged {
                     }
                     Err(e) => {
                         failures += 1;
-                        metrics.tls_renewal("failed");
+                        metrics.tls_renewal(RenewalOutcome::Failed);
                         tracing::warn!(error = %e, failures, "cannot check the self-managed certificate; the current one stays in service");
                         None
                     }
@@ -386,13 +386,13 @@ impl SelfManaged {
                     Some(m) if m != current => match m.server_config_with(auth.clone()) {
                         Ok(config) => {
                             tls.reload_from_config(config);
-                            metrics.tls_reload("reloaded");
+                            metrics.tls_reload(ReloadOutcome::Reloaded);
                             metrics.set_tls_not_after(m.not_after);
                             tracing::info!(not_after = %rfc3339(m.not_after), "serving the renewed certificate");
                             current = m;
                         }
                         Err(e) => {
-                            metrics.tls_reload("refused");
+                            metrics.tls_reload(ReloadOutcome::Refused);
                             tracing::warn!(error = %e, "stored pair refused; the current one stays in service");
                         }
                     },

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Webhook, budget_for, to_json};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadOutcome};
 use crate::time::parse_duration;
 use crate::token::TokenCache;
 
@@ -260,12 +260,12 @@ pub fn spawn_tls_reloader(
                         metrics.set_tls_not_after(t);
                     }
                     last_refusal = None;
-                    metrics.tls_reload("reloaded");
+                    metrics.tls_reload(ReloadOutcome::Reloaded);
                     tracing::info!("reloaded TLS certificate");
                 }
                 Reload::Refused(why) => {
                     if last_refusal.as_deref() != Some(why.as_str()) {
-                        metrics.tls_reload("refused");
+                        metrics.tls_reload(ReloadOutcome::Refused);
                         tracing::warn!(error = %why, "new TLS files refused; the current certificate stays in service");
                         last_refusal = Some(why);
                     }

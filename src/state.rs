@@ -4,6 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::policy;
+
 /// The state of one secret, worst first where several apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum State {
@@ -84,9 +86,6 @@ impl State {
     }
 }
 
-/// How every policy refusal starts, in the `error` annotation too.
-const POLICY_REFUSAL: &str = "refused by policy";
-
 impl State {
     /// The state of an opted-in secret from what every reader of it has: whether the policy refuses
     /// it, its `error` annotation (see [`error_annotation`]; a policy refusal written there counts
@@ -99,7 +98,7 @@ impl State {
         margin: Duration,
     ) -> State {
         // The webhook writes its policy refusals into the error annotation too.
-        if outside_policy || error.is_some_and(|e| e.starts_with(POLICY_REFUSAL)) {
+        if outside_policy || error.is_some_and(policy::is_refusal) {
             State::OutsidePolicy
         } else if error.is_some() {
             State::Error
@@ -117,4 +116,53 @@ impl State {
 /// The `error` annotation as it counts: trimmed, and absent when blank.
 pub fn error_annotation(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|e| !e.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_state_follows_policy_then_error_then_expiry() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let margin = Duration::from_secs(3600);
+        let at = |s: u64| Some(now + Duration::from_secs(s));
+        let refused = "refused by policy: namespace apps matches no rule";
+        for (outside, error, expires_at, want) in [
+            (true, None, at(7200), State::OutsidePolicy),
+            // The webhook's own refusal, written into the error annotation.
+            (false, Some(refused), at(7200), State::OutsidePolicy),
+            (
+                false,
+                Some("ECR in us-east-1: timed out"),
+                at(7200),
+                State::Error,
+            ),
+            (false, None, None, State::NoToken),
+            (false, None, Some(now), State::Expired),
+            (false, None, at(3600), State::Due),
+            (false, None, at(3601), State::Fresh),
+        ] {
+            assert_eq!(
+                State::of(outside, error, expires_at, now, margin),
+                want,
+                "{outside} {error:?} {expires_at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_blank_error_annotation_does_not_count() {
+        assert_eq!(error_annotation(None), None);
+        assert_eq!(error_annotation(Some(" \n")), None);
+        assert_eq!(error_annotation(Some(" boom ")), Some("boom"));
+    }
+
+    #[test]
+    fn labels_are_distinct_and_every_state_but_not_opted_in_is_listed() {
+        let labels: std::collections::BTreeSet<_> = State::ALL.map(State::label).into();
+        assert_eq!(labels.len(), State::ALL.len());
+        let unlisted: Vec<_> = State::ALL.into_iter().filter(|s| !s.is_listed()).collect();
+        assert_eq!(unlisted, [State::NotOptedIn]);
+    }
 }

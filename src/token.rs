@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
 
-use crate::metrics::{EcrOutcome, Metrics, TokenLabels};
+use crate::metrics::{CacheResult, EcrOutcome, Metrics, TokenLabels};
 use crate::time::rfc3339;
 
 /// What a token is for: the ECR region (tokens are regional) or ECR Public, and an optional
@@ -284,7 +284,7 @@ impl TokenCache {
         {
             return None;
         }
-        self.metrics.cache_lookup("hit");
+        self.metrics.cache_lookup(CacheResult::Hit);
         Some(Served {
             token,
             stale_because: None,
@@ -294,7 +294,7 @@ impl TokenCache {
     /// After [`cached`](Self::cached) found nothing: one shared source call per key, or the
     /// last good token while the source is failing.
     pub async fn get_missed(&self, key: &TokenKey) -> Result<Served, TokenError> {
-        self.metrics.cache_lookup("miss");
+        self.metrics.cache_lookup(CacheResult::Miss);
         if let Some(err) = self.backing_off(key) {
             return self.fall_back(key, err);
         }
@@ -377,7 +377,7 @@ impl TokenCache {
         let last = lock(&self.last_good).get(key).cloned();
         match last {
             Some(token) if token.remaining(SystemTime::now()) > self.config.slack() => {
-                self.metrics.cache_lookup("stale");
+                self.metrics.cache_lookup(CacheResult::Stale);
                 Ok(Served {
                     token,
                     stale_because: Some(error),

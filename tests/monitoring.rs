@@ -7,7 +7,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use ecr_token_webhook::metrics::{AdmissionOutcome, EcrOutcome, Metrics, Operation};
+use ecr_token_webhook::metrics::{
+    AdmissionOutcome, CacheResult, EcrOutcome, Metrics, Operation, ReloadOutcome, RenewalOutcome,
+    TouchOutcome,
+};
+use ecr_token_webhook::policy::RefusalKind;
+use ecr_token_webhook::state::State;
 use ecr_token_webhook::token::TokenKey;
 
 /// The text exposition with every family holding a sample.
@@ -20,19 +25,19 @@ fn exposition() -> String {
         Duration::from_millis(3),
     );
     m.ecr_call("us-east-1", EcrOutcome::Success, Duration::from_millis(40));
-    m.cache_lookup("hit");
-    m.touch("took");
+    m.cache_lookup(CacheResult::Hit);
+    m.touch(TouchOutcome::Took);
     m.set_leader(true);
     m.pass(
         1,
         0,
-        &[("fresh", 1)],
+        &[(State::Fresh, 1)],
         Some(SystemTime::now() + Duration::from_secs(3600)),
     );
-    m.tls_renewal("failed");
-    m.policy_refusal("team-a".into(), "registry");
-    m.policy_reload("reloaded");
-    m.tls_reload("reloaded");
+    m.tls_renewal(RenewalOutcome::Failed);
+    m.policy_refusal("team-a".into(), RefusalKind::Registry);
+    m.policy_reload(ReloadOutcome::Reloaded);
+    m.tls_reload(ReloadOutcome::Reloaded);
     m.set_tls_not_after(SystemTime::now());
     m.render(&[(TokenKey::new("us-east-1", None).metric_labels(), 3600.0)])
 }

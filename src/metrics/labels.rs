@@ -1,10 +1,16 @@
 //! The label values that are closed sets: every value is known, so every series can exist
-//! (at 0) before its first event.
+//! (at 0) before its first event. The outcomes of this crate's own steps are declared here;
+//! the vocabularies of the pure modules (a secret's [`State`], a policy's [`RefusalKind`])
+//! stay there and are encoded here by their `label()`.
 
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
-/// Label enums whose every value is exported at 0 before its first event: an alert on
-/// `increase()` sees a counter's first event only if the series existed before it.
+use crate::policy::RefusalKind;
+use crate::state::State;
+
+/// Label enums whose every value is known ([`ALL`](Operation::ALL)), so a series can be exported
+/// at 0 before its first event: an alert on `increase()` sees a counter's first event only if
+/// the series existed before it.
 macro_rules! label_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -86,4 +92,76 @@ label_enum! {
         Timeout => "timeout",
         Backoff => "backoff",
     }
+}
+
+label_enum! {
+    /// A token cache lookup: a valid token cached, none (an ECR call), or an older valid token
+    /// served during an ECR failure.
+    CacheResult {
+        Hit => "hit",
+        Miss => "miss",
+        Stale => "stale",
+    }
+}
+
+label_enum! {
+    /// How a refresher touch ended.
+    TouchOutcome {
+        /// The webhook wrote a fresh token.
+        Took => "took",
+        /// Patched, but the token was not refreshed (the `error` annotation says why).
+        DidNotTake => "did_not_take",
+        Gone => "gone",
+        Conflict => "conflict",
+        Forbidden => "forbidden",
+        Error => "error",
+    }
+}
+
+label_enum! {
+    /// A change of a watched file (TLS pair, policy file): taken, or refused and the last good
+    /// one kept.
+    ReloadOutcome {
+        Reloaded => "reloaded",
+        Refused => "refused",
+    }
+}
+
+label_enum! {
+    /// A self-managed TLS check that did not end well (the only outcome counted).
+    RenewalOutcome {
+        Failed => "failed",
+    }
+}
+
+label_enum! {
+    /// Why a caller was refused at the webhook port's TLS handshake (`--tls-client-ca-file`).
+    CallerRefusal {
+        /// No client certificate.
+        NoCertificate => "no_certificate",
+        /// A certificate that does not chain to the client CA (or is otherwise bad).
+        Untrusted => "untrusted",
+        /// Expired or not yet valid.
+        Expired => "expired",
+        /// Chains to the CA but carries none of the required names.
+        WrongName => "wrong_name",
+    }
+}
+
+/// Encodes a pure module's vocabulary by its own `label()`.
+macro_rules! encode_by_label {
+    ($($name:ty),+) => {
+        $(impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.label())
+            }
+        })+
+    };
+}
+
+encode_by_label!(State, RefusalKind);
+
+/// Label values joined for a metric's help text: "took, did_not_take, gone".
+pub fn listed<'a>(labels: impl IntoIterator<Item = &'a str>) -> String {
+    labels.into_iter().collect::<Vec<_>>().join(", ")
 }

@@ -281,7 +281,7 @@ fn every_refusal_names_its_rule() {
         };
         assert_eq!(r.to_string(), text);
         assert_eq!(r.rule_label(), rule);
-        assert_eq!(r.reason.metric_label(), reason);
+        assert_eq!(r.reason.metric_label().label(), reason);
     }
 
     // No rule: no token.
@@ -298,7 +298,7 @@ fn every_refusal_names_its_rule() {
         "refused by policy: namespace dev matches no rule"
     );
     assert_eq!(
-        (r.rule_label().as_str(), r.reason.metric_label()),
+        (r.rule_label().as_str(), r.reason.metric_label().label()),
         ("none", "namespace")
     );
 }
@@ -351,7 +351,7 @@ fn the_flags_are_the_one_rule_case_with_their_own_words() {
         };
         assert_eq!(r.to_string(), text);
         assert_eq!(
-            (r.rule_label().as_str(), r.reason.metric_label()),
+            (r.rule_label().as_str(), r.reason.metric_label().label()),
             ("flags", reason)
         );
     }
@@ -532,5 +532,33 @@ fn the_shipped_example_and_the_readmes_policies_parse() {
     assert_eq!(blocks.len(), 4, "the format and the three usual shapes");
     for b in blocks {
         Policy::from_yaml(b, "README.md").unwrap_or_else(|e| panic!("{e}:\n{b}"));
+    }
+}
+
+#[test]
+fn every_refusal_message_reads_as_a_refusal_and_nothing_else_does() {
+    let refusal = |rule, reason| Refusal {
+        rule,
+        reason,
+        allowed: "argocd".into(),
+    };
+    let labels = Reason::Labels {
+        namespace: "apps".into(),
+        error: "forbidden".into(),
+    };
+    for r in [
+        refusal(Some(RuleRef::Flags), Reason::Role { role: "r".into() }),
+        refusal(
+            None,
+            Reason::Namespace {
+                namespace: "apps".into(),
+            },
+        ),
+        refusal(None, labels),
+    ] {
+        assert!(is_refusal(&r.to_string()), "{r}");
+    }
+    for other in ["", "ECR in us-east-1: timed out", " refused by policy"] {
+        assert!(!is_refusal(other), "{other:?}");
     }
 }
