@@ -292,7 +292,9 @@ impl ServeArgs {
                 path.display()
             ));
         }
-        crate::policy_file::load(path).map(|(policy, bytes)| (policy, Some(bytes)))
+        crate::policy_file::load(path)
+            .map(|(policy, bytes)| (policy, Some(bytes)))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -438,7 +440,7 @@ impl StatusArgs {
                 ));
             }
             known = Known {
-                policy: Some(crate::policy_file::load(path)?.0),
+                policy: Some(crate::policy_file::load(path).map_err(|e| e.to_string())?.0),
                 ..Default::default()
             };
         }

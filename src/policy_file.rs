@@ -13,24 +13,46 @@ use tokio::task::JoinHandle;
 use crate::metrics::{Metrics, ReloadOutcome};
 use crate::policy::{MAX_FILE_BYTES, Policy, SharedPolicy};
 
+/// Why a policy file was not taken. Each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyFileError {
+    #[error("policy file {path}: cannot read: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("policy file {path}: not UTF-8")]
+    NotUtf8 { path: String },
+    /// What [`Policy::from_yaml`] refused, in its words.
+    #[error("policy file {path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
 /// Reads and parses the file; the bytes are returned to compare later polls against.
-pub fn load(path: &Path) -> Result<(Policy, Vec<u8>), String> {
-    let name = path.display().to_string();
+pub fn load(path: &Path) -> Result<(Policy, Vec<u8>), PolicyFileError> {
     let bytes = read(path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| format!("policy file {name}: not UTF-8"))?;
-    let policy = Policy::from_yaml(text, &name).map_err(|e| format!("policy file {name}: {e}"))?;
+    let policy = parse(path, &bytes)?;
     Ok((policy, bytes))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
+fn read(path: &Path) -> Result<Vec<u8>, PolicyFileError> {
     use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("policy file {}: cannot read: {e}", path.display()))?;
+    let failed = |error| PolicyFileError::Read {
+        path: path.display().to_string(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(failed)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("policy file {}: cannot read: {e}", path.display()))?;
+        .map_err(failed)?;
     Ok(bytes)
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyFileError> {
+    let path = path.display().to_string();
+    match std::str::from_utf8(bytes) {
+        Err(_) => Err(PolicyFileError::NotUtf8 { path }),
+        Ok(text) => Policy::from_yaml(text, &path)
+            .map_err(|reason| PolicyFileError::Invalid { path, reason }),
+    }
 }
 
 /// What one poll found.
@@ -59,20 +81,16 @@ impl Reloader {
         let bytes = match read(&self.path) {
             Ok(b) => b,
             // A file that vanished for a moment (mid-swap) is refused once, then read again.
-            Err(e) => return Reload::Refused(e),
+            Err(e) => return Reload::Refused(e.to_string()),
         };
         if bytes == self.last {
             return Reload::Unchanged;
         }
         // Remember what was seen either way: a refused file is reported once, not every poll.
         self.last = bytes;
-        let name = self.path.display().to_string();
-        match std::str::from_utf8(&self.last) {
-            Err(_) => Reload::Refused(format!("policy file {name}: not UTF-8")),
-            Ok(text) => match Policy::from_yaml(text, &name) {
-                Ok(p) => Reload::Reloaded(p),
-                Err(e) => Reload::Refused(format!("policy file {name}: {e}")),
-            },
+        match parse(&self.path, &self.last) {
+            Ok(p) => Reload::Reloaded(p),
+            Err(e) => Reload::Refused(e.to_string()),
         }
     }
 }
@@ -168,8 +186,10 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(r.poll(), Reload::Refused(why) if why.contains("cannot read")));
         let e = load(&path).unwrap_err();
+        assert!(matches!(e, PolicyFileError::Read { .. }), "{e:?}");
         assert!(
-            e.starts_with(&format!("policy file {}: cannot read", path.display())),
+            e.to_string()
+                .starts_with(&format!("policy file {}: cannot read", path.display())),
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
