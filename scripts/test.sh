@@ -69,7 +69,7 @@ echo "--- release checks (pytest tests/release: actionlint, shellcheck, hadolint
 if [[ -n "${ECR_TOKEN_WEBHOOK_KUBE_APISERVER:-}" ]]; then
   echo "--- real kube-apiserver tier (pytest tests/kube, $ECR_TOKEN_WEBHOOK_KUBE_APISERVER)"
   if [[ -z "${ECR_TOKEN_WEBHOOK_BIN:-}" ]]; then
-    # The Rust tests have built it already (tests/binary.rs runs it); this is a no-op then, and
+    # The Rust tests have built it already (tests/it/binary.rs runs it); this is a no-op then, and
     # builds it when they were filtered.
     cargo build --bin ecr-token-webhook || status=$?
     export ECR_TOKEN_WEBHOOK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ecr-token-webhook"

@@ -1,5 +1,5 @@
 """A minimal local ECR endpoint for load runs: answers GetAuthorizationToken with a 12-hour,
-~2 KB token. The Rust test suite has its own, richer one (tests/common/mod.rs)."""
+~2 KB token. The Rust test suite has its own, richer one (tests/it/common/mod.rs)."""
 import base64
 import json
 import sys
