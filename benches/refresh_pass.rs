@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench refresh_pass
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

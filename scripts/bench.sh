@@ -36,7 +36,7 @@ wait_tls() { # port ca
 }
 
 ecr_port=$(free_port); ours=$(free_port); mport=$(free_port); allow=$(free_port); patch=$(free_port)
-python3 scripts/load/fake_ecr.py "$ecr_port" & pids+=($!)
+python3 tests/kube/fake_ecr.py "$ecr_port" & pids+=($!)
 # Ours' settings, for the load run and the start-up runs below (the other servers ignore them).
 export AWS_ENDPOINT_URL_ECR="http://127.0.0.1:$ecr_port" AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench \
   AWS_EC2_METADATA_DISABLED=true ECR_TOKEN_WEBHOOK_LOG_LEVEL=warn ECR_TOKEN_WEBHOOK_REFRESHER=false

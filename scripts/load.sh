@@ -17,7 +17,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ecr_port=$(free_port); port=$(free_port); mport=$(free_port)
-python3 scripts/load/fake_ecr.py "$ecr_port" & pids+=($!)
+python3 tests/kube/fake_ecr.py "$ecr_port" & pids+=($!)
 
 AWS_ENDPOINT_URL_ECR="http://127.0.0.1:$ecr_port" AWS_ACCESS_KEY_ID=AKIDLOAD AWS_SECRET_ACCESS_KEY=load \
 AWS_EC2_METADATA_DISABLED=true ECR_TOKEN_WEBHOOK_LOG_LEVEL=warn ECR_TOKEN_WEBHOOK_REFRESHER=false \

@@ -13,12 +13,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Reinstall whenever tests/requirements.txt changes.
+# The test tools come from the lock, tests/requirements.txt (made from tests/requirements.in):
+# pip installs the uv it pins, then uv makes .venv exactly the lock, checking every hash; no
+# resolver runs here. Reinstall whenever the lock changes.
 want="$(sha256sum tests/requirements.txt | cut -d' ' -f1)"
 if [[ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]]; then
   echo "--- installing test tools into .venv (tests/requirements.txt)"
   python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  uv_pin="$(grep -o '^uv==[^ ]*' tests/requirements.txt)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$uv_pin"
+  .venv/bin/uv pip sync --quiet --python .venv/bin/python --require-hashes tests/requirements.txt
   echo "$want" > .venv/.requirements.sha256
 fi
 export ECR_TOKEN_WEBHOOK_TEST_PYTHON="$PWD/.venv/bin/python"
@@ -65,7 +69,7 @@ echo "--- release checks (pytest tests/release: actionlint, shellcheck, hadolint
 if [[ -n "${ECR_TOKEN_WEBHOOK_KUBE_APISERVER:-}" ]]; then
   echo "--- real kube-apiserver tier (pytest tests/kube, $ECR_TOKEN_WEBHOOK_KUBE_APISERVER)"
   if [[ -z "${ECR_TOKEN_WEBHOOK_BIN:-}" ]]; then
-    # The Rust tests have built it already (tests/binary.rs runs it); this is a no-op then, and
+    # The Rust tests have built it already (tests/it/binary.rs runs it); this is a no-op then, and
     # builds it when they were filtered.
     cargo build --bin ecr-token-webhook || status=$?
     export ECR_TOKEN_WEBHOOK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ecr-token-webhook"

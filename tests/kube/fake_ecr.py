@@ -1,7 +1,11 @@
 """A local ECR endpoint for the real-API-server tier (AWS_ENDPOINT_URL_ECR): answers
 GetAuthorizationToken in ECR's JSON protocol with a NEW short-lived token on every call, and
 remembers what it issued so the tests can tell which token a secret holds and that a refresh
-brought a new one. Runs in a thread of the test process."""
+brought a new one. Runs in a thread of the test process.
+
+The load and benchmark scripts run it as a program, with realistic ~2 KB tokens that live 12
+hours: `python3 tests/kube/fake_ecr.py PORT` serves on 127.0.0.1:PORT until killed. (The Rust
+tests have their own in tests/it/common/mod.rs: one fake ECR per language.)"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import base64
 import json
 import secrets
 import socketserver
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -38,8 +43,10 @@ class FakeEcr:
     """`host` is where it listens: 127.0.0.1 for a webhook on this machine, the node's bridge
     address for one in a pod (tests/node)."""
 
-    def __init__(self, lifetime_seconds: int, host: str = "127.0.0.1"):
+    def __init__(self, lifetime_seconds: int, host: str = "127.0.0.1", port: int = 0, token_bytes: int = 0):
         self.lifetime = lifetime_seconds
+        # Real ECR passwords are about 2 KB; the tests' short ones are easier to read in failures.
+        self.token_bytes = token_bytes
         self._issued: list[Issued] = []
         # Regions whose calls ECR refuses (AccessDeniedException, not retried), for the alerts.
         self.refused_regions: set[str] = set()
@@ -84,13 +91,14 @@ class FakeEcr:
             def log_message(self, *args):
                 pass
 
-        self.server = _Server((host, 0), Handler)
+        self.server = _Server((host, port), Handler)
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="fake-ecr", daemon=True)
 
     def _issue(self, region: str) -> Issued:
+        password = f"fake-ecr-{secrets.token_urlsafe(24)}"
         issued = Issued(
-            password=f"fake-ecr-{secrets.token_urlsafe(24)}",
+            password=password.ljust(self.token_bytes, "L"),
             expires_at=int(time.time()) + self.lifetime,
             region=region,
         )
@@ -113,3 +121,9 @@ class FakeEcr:
     def find(self, password: str) -> Issued | None:
         """The issued token with this password, if this server issued it."""
         return next((i for i in self.issued() if i.password == password), None)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
+        sys.exit("usage: python3 tests/kube/fake_ecr.py PORT")
+    FakeEcr(12 * 3600, port=int(sys.argv[1]), token_bytes=2000).server.serve_forever()

@@ -5,7 +5,7 @@ recording rule) over metrics the webhook exports; and the ConfigMap that ships i
 the chart and from the kustomize component with the sidecar's label.
 
 That each metric exists in the binary's real /metrics output is tested in Rust
-(tests/monitoring.rs) and against a real Prometheus in tests/kube/test_prometheus.py.
+(tests/it/monitoring.rs) and against a real Prometheus in tests/kube/test_prometheus.py.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def tool(name: str) -> str:
         return found
     pytest.fail(
         f"{name} not found beside {sys.executable} nor on PATH: "
-        "install the test tools with `pip install -r tests/requirements.txt` (scripts/test.sh does)"
+        "install the test tools with scripts/test.sh (from the lock, tests/requirements.txt)"
     )
 
 

@@ -1,11 +1,12 @@
-"""The admission path as the API server sees it: a real kube-apiserver (the tier's harness in
-tests/kube) calls ecr-token-webhook (release build, warm cache, local ECR) and, in turn, the
-constant-patch null webhook (benches/floor) for touches of one Argo CD repository secret, and
-its own histogram apiserver_admission_webhook_admission_duration_seconds gives each one's mean.
+"""The admission path as the API server sees it: a real kube-apiserver (this tier's harness, run
+as a program, so Python finds the tier's modules beside it) calls ecr-token-webhook (release
+build, warm cache, local ECR: tests/kube/fake_ecr.py) and, in turn, the constant-patch null
+webhook (benches/floor) for touches of one Argo CD repository secret, and its own histogram
+apiserver_admission_webhook_admission_duration_seconds gives each one's mean.
 Prints ours, the floor and the ratio per round.
 
   ECR_TOKEN_WEBHOOK_KUBE_APISERVER=/path/to/kube-apiserver \
-    .venv/bin/python scripts/bench_apiserver.py [TOUCHES] [ROUNDS]     (defaults: 30 3)
+    .venv/bin/python tests/kube/bench_apiserver.py [TOUCHES] [ROUNDS]     (defaults: 30 3)
 
 Needs `cargo build --release --bin ecr-token-webhook --example null-webhook` first.
 """
@@ -21,12 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "kube"), str(REPO / "tests" / "manifests")]
+from cluster import CA, Cluster, Proc, clean_env, free_ports, until, write
+from conftest import APISERVER_ARGS, find_kubectl
 
-from cluster import CA, Cluster, Proc, clean_env, free_ports, until, write  # noqa: E402
-from conftest import APISERVER_ARGS  # noqa: E402
-from manifest_checks import find_kubectl  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 OURS, FLOOR = "inject.ecr-token-webhook.io", "null.ecr-token-webhook.io"
@@ -95,7 +94,7 @@ def main() -> int:
     try:
         c.start(APISERVER_ARGS)
         ecr_port, ours_port, metrics_port, null_port = free_ports(4)
-        procs.append(Proc.start("ecr", [sys.executable, str(REPO / "scripts/load/fake_ecr.py"), str(ecr_port)],
+        procs.append(Proc.start("ecr", [sys.executable, str(REPO / "tests/kube/fake_ecr.py"), str(ecr_port)],
                                 work / "ecr.log", clean_env(), REPO))
         ca = CA("bench-webhook-ca")
         pair = ca.issue("webhook", ips=("127.0.0.1",), server=True)

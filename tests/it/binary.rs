@@ -2,7 +2,7 @@
 //! `AWS_ENDPOINT_URL_ECR` pointing aws-config's default chain at the test suite's ECR endpoint.
 //! SIGTERM stops it cleanly, and no token reaches its logs.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -491,7 +491,7 @@ async fn binary_serves_as_an_arbitrary_uid_with_group_0() {
     assert_eq!(
         me, 0,
         "this test runs the binary as another UID, which needs root: run it as root \
-         (sudo -E cargo nextest run --test binary)"
+         (sudo -E cargo nextest run --test it binary::)"
     );
     install_crypto();
     let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;

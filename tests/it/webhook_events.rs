@@ -1,8 +1,8 @@
 //! Warning Events from the webhook, recorded by the test suite's Kubernetes API server
-//! (tests/common/fake_kube.rs): a fail-open write and a policy refusal each get one, repeated
+//! (tests/it/common/fake_kube.rs): a fail-open write and a policy refusal each get one, repeated
 //! failures of the same secret are rate-limited (1st, 2nd, 4th...), and a dry run gets none.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! without the name are refused at the handshake and counted by reason. The CA file reloads;
 //! the admin port stays plain HTTP.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! the last good policy stays in force; a bad file at start, or the file given together with
 //! an `--allowed-*` flag, stops the process with the reason.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! scripts/test.sh). moto answers with a token that expired in 2015: the SDK must read it, and
 //! the webhook must refuse to inject it. If moto cannot be started, this test fails.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::path::PathBuf;

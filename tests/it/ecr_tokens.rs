@@ -1,7 +1,7 @@
 //! Token lifetimes, rotation and faults, through the real aws-sdk-ecr client against the test
 //! suite's own ECR endpoint on 127.0.0.1, and through the webhook over TLS.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -1,8 +1,8 @@
-//! The refresher against the test suite's Kubernetes API server (tests/common/fake_kube.rs),
+//! The refresher against the test suite's Kubernetes API server (tests/it/common/fake_kube.rs),
 //! which sends each write of an opted-in Secret through the real webhook over TLS, in front of
 //! the test suite's ECR endpoint.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

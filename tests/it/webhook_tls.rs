@@ -2,7 +2,7 @@
 //! answered by the webhook in front of the test suite's ECR endpoint, patches applied with
 //! json-patch and the resulting Secrets asserted.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

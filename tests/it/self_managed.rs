@@ -4,7 +4,7 @@
 //! same CA before it expires (judged from the certificate itself). A renewal that cannot be
 //! stored leaves the stored pair in service while it is valid.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

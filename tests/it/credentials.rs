@@ -11,7 +11,7 @@
 //! lifetime, whatever the number of regions. The environment is the child's own, so these tests
 //! never touch this process's.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! `ecr-token-webhook status`, the real binary, with a kubeconfig pointing at the test suite's
-//! API server (tests/common/fake_kube.rs). Healthy secrets get their tokens from the real
+//! API server (tests/it/common/fake_kube.rs). Healthy secrets get their tokens from the real
 //! webhook over TLS in front of the suite's ECR; broken ones are made the ways they break in a
 //! cluster (ECR failing, the webhook down at write time, a refresher that stopped touching).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

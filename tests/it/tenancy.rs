@@ -3,7 +3,7 @@
 //! over TLS, with namespace labels read from the suite's Kubernetes API server and tokens from
 //! the suite's ECR and STS.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! swapping the `..data` symlink of the mounted Secret. New handshakes present the new pair,
 //! requests in flight keep working, and an invalid pair is refused while the old one stays.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
