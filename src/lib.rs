@@ -2,15 +2,19 @@
 //! opted-in Kubernetes Secrets.
 //!
 //! Pure logic lives in [`registry`], [`secret`], [`policy`], [`refresh`] (the refresher's
-//! decisions) and [`state`] (a secret's state, shared by the refresher and `status`); the edges
-//! are [`ecr`] (AWS), [`server`] (HTTP and TLS), [`policy_file`] and [`namespaces`] (the
-//! policy's inputs), [`events`] (Warning Events on secrets) and [`admission`], which joins them.
+//! decisions), [`state`] (a secret's state, shared by the refresher and `status`), [`text`] and
+//! [`time`]; the edges are [`ecr`] and [`token`] (AWS and the token cache), [`server`] (HTTP),
+//! [`tls`], [`selfmanaged`] and [`client_auth`] (TLS), [`policy_file`] and [`namespaces`] (the
+//! policy's inputs), [`events`] (Warning Events on secrets), [`refresher`] and [`leader`] (the
+//! refresh cycle), [`metrics`], [`logging`], [`cli`] and [`status`] (the commands), and
+//! [`admission`], which joins them. The map, with how a review and a refresh flow through the
+//! modules: docs/architecture.md.
 //! No module imports one that imports it back (tests/release/test_module_graph.py).
 #![forbid(unsafe_code)]
 
 // The global allocator is chosen here, in the library, so the binary and the benchmark floor
 // (benches/floor/null_webhook.rs) that links it always run on the same one. The C library's by
-// default; see README, Benchmarks, for what each measured.
+// default; see docs/benchmarks.md for what each measured.
 #[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
 compile_error!("features \"mimalloc\" and \"jemalloc\" each set the global allocator: pick one");
 

@@ -173,8 +173,8 @@ fn consequence(r: &Refusal) -> &'static str {
     }
 }
 
-/// Builds the reasons: what the secret shows, then what to check, the way the README's
-/// troubleshooting section orders it.
+/// Builds the reasons: what the secret shows, then what to check, the way
+/// docs/troubleshooting.md orders it.
 struct Explainer<'a> {
     row: &'a Row,
     cx: &'a Context,

@@ -511,19 +511,19 @@ fn status_checks_only_the_flags_it_knows() {
     assert!(check_flags(None, None, None, "apps", &[reg(EU)], Some("r")).is_empty());
 }
 
-/// The example the kustomize component ships and the README's policy files are files the
+/// The example the kustomize component ships and the policy files of docs/policy.md are files the
 /// binary accepts.
 #[test]
-fn the_shipped_example_and_the_readmes_policies_parse() {
+fn the_shipped_example_and_the_documented_policies_parse() {
     let example = include_str!("../../deploy/components/policy-file/policy.yaml");
     let p = Policy::from_yaml(example, "policy.yaml").unwrap();
     assert_eq!(p.rules.len(), 2);
-    let readme = include_str!("../../README.md");
-    let section = readme
-        .split("#### Policy file")
+    let page = include_str!("../../docs/policy.md");
+    let section = page
+        .split("## Policy file")
         .nth(1)
-        .and_then(|s| s.split("### Warnings").next())
-        .expect("README has a Policy file section");
+        .and_then(|s| s.split("## Warnings").next())
+        .expect("docs/policy.md has a Policy file section");
     let blocks: Vec<&str> = section
         .split("```yaml\n")
         .skip(1)
@@ -531,7 +531,7 @@ fn the_shipped_example_and_the_readmes_policies_parse() {
         .collect();
     assert_eq!(blocks.len(), 4, "the format and the three usual shapes");
     for b in blocks {
-        Policy::from_yaml(b, "README.md").unwrap_or_else(|e| panic!("{e}:\n{b}"));
+        Policy::from_yaml(b, "docs/policy.md").unwrap_or_else(|e| panic!("{e}:\n{b}"));
     }
 }
 

@@ -4,8 +4,8 @@ use crate::policy::{Pattern, Policy, RegistryPattern};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-/// The README's examples are this module's output, checked here.
-const README: &str = include_str!("../../README.md");
+/// The examples in docs/troubleshooting.md are this module's output, checked here.
+const DOCS: &str = include_str!("../../docs/troubleshooting.md");
 const USE1: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const EUW1: &str = "210987654321.dkr.ecr.eu-west-1.amazonaws.com";
 const H: u64 = 3600;
@@ -670,7 +670,7 @@ fn verdict_counts_states_and_sets_the_exit_code() {
     }
 }
 
-/// The README's example: one healthy and one broken secret, exactly as printed.
+/// The docs' example: one healthy and one broken secret, exactly as printed.
 #[test]
 fn text_output_is_an_aligned_table_with_reasons_and_a_verdict() {
     let mut healthy = argo(
@@ -703,7 +703,10 @@ apps/pull (error):
 2 secrets in all namespaces: 1 fresh, 1 with an error
 ";
     assert_eq!(text, want, "\n{text}");
-    assert!(README.contains(want), "README.md shows this output");
+    assert!(
+        DOCS.contains(want),
+        "the troubleshooting page shows this output"
+    );
     assert_eq!(
         render_text(&[], now(), &Scope::Namespace("apps".into())),
         "no opted-in secrets (ecr-token-webhook/inject=true) in namespace apps\n"
@@ -810,7 +813,7 @@ fn kube_errors_say_what_to_try() {
     }
 }
 
-/// The README's example of one secret asked for by name: no label, and no ECR host in it.
+/// The docs' example of one secret asked for by name: no label, and no ECR host in it.
 #[test]
 fn one_secret_without_the_label_is_diagnosed() {
     let mut hub = secret(
@@ -840,5 +843,8 @@ apps/hub (not-opted-in):
 secret apps/hub is not opted in
 ";
     assert_eq!(text, want, "\n{text}");
-    assert!(README.contains(want), "README.md shows this output");
+    assert!(
+        DOCS.contains(want),
+        "the troubleshooting page shows this output"
+    );
 }

@@ -1,5 +1,5 @@
-//! The metric names the shipped alerts, the dashboard, the runbook and the README use are the
-//! ones the binary exports: `Metrics` with every family recorded once, rendered as `/metrics`
+//! The metric names the shipped alerts, the dashboard, the runbook and docs/configuration.md use
+//! are the ones the binary exports: `Metrics` with every family recorded once, rendered as `/metrics`
 //! serves it. (tests/kube/test_prometheus.py checks the same against a running binary scraped by
 //! a real Prometheus.)
 
@@ -102,13 +102,13 @@ fn alerts_dashboard_and_runbook_use_exported_metrics() {
     }
 }
 
-/// The README's metrics table lists every family under the name queries use (counters with
+/// The metrics table of docs/configuration.md lists every family under the name queries use (counters with
 /// `_total`), and nothing else.
 #[test]
-fn the_readme_documents_every_metric() {
+fn the_configuration_page_documents_every_metric() {
     let (_, families) = exported();
-    let readme = read("README.md");
-    let documented: BTreeSet<String> = readme
+    let page = read("docs/configuration.md");
+    let documented: BTreeSet<String> = page
         .lines()
         .filter_map(|l| l.strip_prefix("| `ecr_token_webhook_"))
         .filter_map(|l| l.split('`').next())
@@ -124,5 +124,8 @@ fn the_readme_documents_every_metric() {
             }
         })
         .collect();
-    assert_eq!(documented, wanted, "README.md's metrics table vs /metrics");
+    assert_eq!(
+        documented, wanted,
+        "docs/configuration.md's metrics table vs /metrics"
+    );
 }

@@ -439,10 +439,10 @@ async fn status_reads_every_page() {
     assert_eq!(kube.cluster_lists(), 0, "-n lists in the namespace only");
 }
 
-/// The exit-code rule of `status --help` (the binary's own text) and of the README's `status`
-/// section: the states each sends to 0 and to 1 are the ones the verdict treats so.
+/// The exit-code rule of `status --help` (the binary's own text) and of the `status` section of
+/// docs/configuration.md: the states each sends to 0 and to 1 are the ones the verdict treats so.
 #[test]
-fn status_help_and_readme_state_the_exit_codes_the_verdict_uses() {
+fn status_help_and_the_docs_state_the_exit_codes_the_verdict_uses() {
     use ecr_token_webhook::status::State;
     let out = Command::new(BIN)
         .args(["status", "--help"])
@@ -450,13 +450,15 @@ fn status_help_and_readme_state_the_exit_codes_the_verdict_uses() {
         .expect("run status --help");
     assert!(out.status.success(), "{out:?}");
     let help = String::from_utf8(out.stdout).expect("utf-8");
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
-    let section = readme
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
+    let section = page
         .split("### `ecr-token-webhook status`")
         .nth(1)
         .and_then(|s| s.split("\n## ").next())
-        .expect("README's status section");
+        .expect("the status section of docs/configuration.md");
     let ok: Vec<&str> = State::ALL
         .iter()
         .filter(|s| !s.is_problem())
@@ -467,8 +469,11 @@ fn status_help_and_readme_state_the_exit_codes_the_verdict_uses() {
         .filter(|s| s.is_problem())
         .map(|s| s.label())
         .collect();
-    for (source, text) in [("status --help", help.as_str()), ("README", section)] {
-        // One line, without the README's backquotes: "Exit code: 0 when ...; 1 when ...; 2 when ...".
+    for (source, text) in [
+        ("status --help", help.as_str()),
+        ("docs/configuration.md", section),
+    ] {
+        // One line, without the docs' backquotes: "Exit code: 0 when ...; 1 when ...; 2 when ...".
         let flat = text
             .split_whitespace()
             .collect::<Vec<_>>()

@@ -249,7 +249,7 @@ def test_chart_metadata():
     assert chart["name"] == "ecr-token-webhook"
     cargo_version = re.search(r'^version\s*=\s*"([^"]+)"', (REPO_ROOT / "Cargo.toml").read_text(), re.M)
     assert cargo_version and chart["appVersion"] == cargo_version.group(1)
-    # The support window's oldest version, as README.md says; "-0" admits vendor builds.
+    # The support window's oldest version, as docs/install.md says; "-0" admits vendor builds.
     assert chart["kubeVersion"] == f">={OLDEST_SUPPORTED_KUBERNETES}.0-0"
 
 
@@ -670,7 +670,7 @@ def test_no_namespace_object_is_created(default_objs):
     assert not by_kind(default_objs, "Namespace")
 
 
-# --- NOTES.txt and README ------------------------------------------------------------------
+# --- NOTES.txt and the install docs ------------------------------------------------------
 
 
 def test_notes_tell_the_user_how_to_opt_a_secret_in():
@@ -692,16 +692,16 @@ def test_notes_follow_the_values():
     assert "No aws.roleArn is set" not in text
 
 
-def readme_helm_values() -> dict:
-    readme = (REPO_ROOT / "README.md").read_text()
-    m = re.search(r"The chart's main values.*?```yaml\n(.*?)```", readme, re.S)
-    assert m, "README.md has no 'The chart's main values' YAML block"
+def documented_helm_values() -> dict:
+    page = (REPO_ROOT / "docs" / "install.md").read_text()
+    m = re.search(r"The chart's main values.*?```yaml\n(.*?)```", page, re.S)
+    assert m, "docs/install.md has no 'The chart's main values' YAML block"
     return yaml.safe_load(m.group(1))
 
 
-def test_readme_helm_values_are_the_charts():
-    """The README's example of the chart's values passes the chart's schema and renders."""
-    values = readme_helm_values()
+def test_docs_helm_values_are_the_charts():
+    """docs/install.md's example of the chart's values passes the chart's schema and renders."""
+    values = documented_helm_values()
     helm.Chart.load(str(CHART)).validate_schema(values)
     assert not lint_problems(values)
 
@@ -713,12 +713,13 @@ def merged(a: dict, b: dict) -> dict:
     return out
 
 
-def test_readme_helm_set_flags_name_real_values():
-    """Each `helm install`/`upgrade` in the README, with its --set flags parsed the way Helm
-    parses them, passes the chart's schema and renders."""
-    readme = re.sub(r"\\\n\s*", " ", (REPO_ROOT / "README.md").read_text())
-    commands = [line for line in readme.splitlines() if re.search(r"\bhelm (install|upgrade)\b.*--set", line)]
-    assert commands, "README.md shows no helm --set"
+def test_docs_helm_set_flags_name_real_values():
+    """Each `helm install`/`upgrade` in README.md and docs/install.md, with its --set flags parsed
+    the way Helm parses them, passes the chart's schema and renders."""
+    docs = (REPO_ROOT / "README.md").read_text() + "\n" + (REPO_ROOT / "docs" / "install.md").read_text()
+    docs = re.sub(r"\\\n\s*", " ", docs)
+    commands = [line for line in docs.splitlines() if re.search(r"\bhelm (install|upgrade)\b.*--set", line)]
+    assert commands, "README.md and docs/install.md show no helm --set"
     chart = helm.Chart.load(str(CHART))
     for command in commands:
         words = shlex.split(command.split(" #")[0])
@@ -730,7 +731,7 @@ def test_readme_helm_set_flags_name_real_values():
         chart.validate_schema(values)
         assert render(values), command
     # And a --set quoted in the prose (e.g. `--set aws.credentialsSecret=...`), on its own.
-    for line in readme.splitlines():
+    for line in docs.splitlines():
         if not re.search(r"\bhelm (install|upgrade)\b", line):
             for arg in re.findall(r"--set ([A-Za-z][\w.]*=[^\s`']+)", line):
                 chart.validate_schema(helm.parse_set_string(arg))

@@ -1,4 +1,4 @@
-"""README.md's RBAC table is what every install variant grants, row for row: each variant's
+"""docs/install.md's RBAC table is what every install variant grants, row for row: each variant's
 rendered Roles and ClusterRoles (those bound to the webhook's ServiceAccount) flattened to
 (verb, resource, name, where) must equal the table's rows for that variant's installs."""
 
@@ -17,8 +17,8 @@ NAMESPACED_RESOURCES = {"secrets", "events", "leases"}
 
 
 def readme_table() -> list[dict]:
-    text = (REPO_ROOT / "README.md").read_text()
-    section = text.split("\n### RBAC\n", 1)[1].split("\n### ", 1)[0]
+    text = (REPO_ROOT / "docs" / "install.md").read_text()
+    section = text.split("\n## RBAC\n", 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -35,7 +35,7 @@ def readme_table() -> list[dict]:
                 "where": where,
             }
         )
-    assert rows, "README.md has no RBAC table under '### RBAC'"
+    assert rows, "docs/install.md has no RBAC table under '## RBAC'"
     return rows
 
 
@@ -120,6 +120,6 @@ def test_each_install_grants_exactly_what_the_readme_table_says(variant):
     objs, installs = VARIANTS[variant]
     got, want = granted(objs()), expected(installs)
     assert got == want, (
-        f"{variant}: granted but not in README's table: {sorted(got - want)}; "
+        f"{variant}: granted but not in docs/install.md's table: {sorted(got - want)}; "
         f"in the table but not granted: {sorted(want - got)}"
     )

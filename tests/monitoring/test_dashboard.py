@@ -1,6 +1,6 @@
 """The Grafana dashboard: one JSON file (the chart's dashboards/ and deploy/components/dashboard
 hold the same bytes) that parses, takes its data source from a dashboard variable, has the
-panels the README promises, and whose queries are valid PromQL (promtool parses each as a
+panels docs/configuration.md promises, and whose queries are valid PromQL (promtool parses each as a
 recording rule) over metrics the webhook exports; and the ConfigMap that ships it renders from
 the chart and from the kustomize component with the sidecar's label.
 
@@ -100,17 +100,17 @@ def test_has_the_promised_panels():
 
 
 def test_queries_are_promql_over_the_exported_metrics(tmp_path):
-    """promtool parses every query (as a recording rule); each names only metrics in the README's
-    metrics table (the Rust test checks that table against the binary's output)."""
+    """promtool parses every query (as a recording rule); each names only metrics in the
+    metrics table of docs/configuration.md (the Rust test checks that table against the binary's output)."""
     rules = [{"record": f"dashboard:query_{i}", "expr": as_promql(e)} for i, (_, e) in enumerate(queries(dashboard()))]
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     out = run_promtool("check", "rules", str(path), cwd=tmp_path)
     assert f"SUCCESS: {len(rules)} rules found" in out, out
 
-    readme = (REPO_ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `(ecr_token_webhook_[a-z_]+)` \|", readme, re.M))
-    assert documented, "no metrics table in README.md"
+    page = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `(ecr_token_webhook_[a-z_]+)` \|", page, re.M))
+    assert documented, "no metrics table in docs/configuration.md"
     for title, expr in queries(dashboard()):
         for name in re.findall(r"ecr_token_webhook_[a-z_]+", expr):
             base = re.sub(r"_(bucket|sum|count)$", "", name)

@@ -178,9 +178,9 @@ def test_a_version_outside_package_is_not_taken_for_it(tmp_path):
     assert "Cargo.toml [package] version is ''" in proc.stderr
 
 
-def test_workflow_and_readme_name_the_script():
-    """The release workflow gates on this script, and the README tells how to pass it."""
+def test_workflow_and_release_docs_name_the_script():
+    """The release workflow gates on this script, and docs/release.md tells how to pass it."""
     workflow = (REPO_ROOT / ".github" / "workflows" / "release.yml").read_text()
     assert 'bash scripts/release/check-version.sh "$TAG"' in workflow
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert "scripts/release/check-version.sh" in readme
+    page = (REPO_ROOT / "docs" / "release.md").read_text()
+    assert "scripts/release/check-version.sh" in page
