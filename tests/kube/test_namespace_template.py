@@ -1,9 +1,9 @@
-"""The namespace-template recipe (README, "Every new namespace: a pull secret from a template")
-against the real API server: a new namespace, labelled for its team as a template would label
-it, gets the template's pull secret (created with no data at all, as kubectl would send it) and
-the secret holds a token from its creation; the namespace's default ServiceAccount can reference
-it. The webhook's policy file selects the team's namespaces by that label, read with deploy/base's
-RBAC (get on namespaces). Secret values are compared, never printed."""
+"""The namespace-template recipe (docs/usage.md, "Every new namespace: a pull secret from a
+template") against the real API server: a new namespace, labelled for its team as a template
+would label it, gets the template's pull secret (created with no data at all, as kubectl would
+send it) and the secret holds a token from its creation; the namespace's default ServiceAccount
+can reference it. The webhook's policy file selects the team's namespaces by that label, read
+with deploy/base's RBAC (get on namespaces). Secret values are compared, never printed."""
 
 from __future__ import annotations
 

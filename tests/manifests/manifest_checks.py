@@ -23,7 +23,7 @@ KUSTOMIZE_BASE = REPO_ROOT / "deploy" / "base"
 
 # Kubernetes versions whose built-in schemas every non-CRD object must satisfy (strict: unknown
 # fields are errors): the oldest version the manifests support (the support window stated in
-# README.md and the chart's kubeVersion) and the newest schema kubernetes-validate bundles.
+# docs/install.md and the chart's kubeVersion) and the newest schema kubernetes-validate bundles.
 OLDEST_SUPPORTED_KUBERNETES = "1.28"
 SCHEMA_VERSIONS = sorted(
     {OLDEST_SUPPORTED_KUBERNETES, ".".join(kubernetes_validate.utils.latest_version().split(".")[:2])},

@@ -207,7 +207,7 @@ def test_release_signs_the_image_and_attests_an_spdx_sbom(release):
     # From the registry (credentials given), for one named platform.
     assert sbom["with"]["registry-username"] and sbom["env"]["SYFT_PLATFORM"] == "linux/amd64"
     assert re.search(r'cosign attest --yes --type spdxjson --predicate "\$sbom" "\$IMAGE@\$DIGEST"', script)
-    # The workflow verifies with the same identity the README tells users to expect.
+    # The workflow verifies with the same identity docs/release.md tells users to expect.
     assert "cosign verify " in script and "cosign verify-attestation --type spdxjson" in script
     assert "--certificate-oidc-issuer https://token.actions.githubusercontent.com" in script
 
