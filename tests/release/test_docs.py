@@ -20,7 +20,7 @@ PAGES = sorted(
 README_MAX_LINES = 300
 
 # [text](target) and [text](target "title"); images too. Reference-style links are not used.
-LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
@@ -86,6 +86,9 @@ def test_relative_links_resolve(page: Path) -> None:
     broken = []
     for target in links(page):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, ...
+            continue
+        if not target:
+            broken.append("an empty link target")
             continue
         file_part, _, anchor = target.partition("#")
         dest = (page.parent / unquote(file_part)).resolve() if file_part else page
