@@ -13,8 +13,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, Error};
 
-use crate::refresh;
-
 /// The Secret an Event is about: by namespace and name, with its uid and version when known (a
 /// Secret being created has none yet).
 pub struct SecretRef<'a> {
@@ -83,7 +81,7 @@ pub async fn secret_event(
 }
 
 /// Warning Events on secrets the webhook fails open on or refuses by policy, rate-limited per
-/// secret as the refresher's are ([`crate::refresh::should_report`]): the 1st, 2nd, 4th, 8th... failed
+/// secret as the refresher's are ([`should_report`]): the 1st, 2nd, 4th, 8th... failed
 /// write in a row. Sent off the request path; a success forgets the secret's count.
 pub struct EventSink {
     client: kube::Client,
@@ -120,7 +118,7 @@ impl EventSink {
             .entry(name.to_string())
             .or_insert(0);
         *count = count.saturating_add(1);
-        refresh::should_report(*count)
+        should_report(*count)
     }
 
     /// A token was written: the next failure is the first again.
@@ -183,9 +181,22 @@ impl EventSink {
     }
 }
 
+/// Whether the `failures`-th failed touch in a row gets an Event: the 1st, 2nd, 4th, 8th...
+/// A secret that cannot be refreshed for hours (its namespace outside the webhook's reach,
+/// a registry the policy refuses) then costs a handful of Events, not one per retry.
+pub fn should_report(failures: u32) -> bool {
+    failures.is_power_of_two()
+}
+
 #[cfg(test)]
 mod grant_tests {
-    use super::missing_grant;
+    use super::{missing_grant, should_report};
+
+    #[test]
+    fn reports_failures_at_powers_of_two() {
+        let reported: Vec<u32> = (0..=40).filter(|&n| should_report(n)).collect();
+        assert_eq!(reported, [1, 2, 4, 8, 16, 32]);
+    }
 
     #[test]
     fn a_forbidden_answer_names_the_grant_of_the_mode_and_none_outside_the_list() {

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Webhook, budget_for, to_json};
-use crate::metrics::{Metrics, ReloadOutcome};
+use crate::aws::token::TokenCache;
+use crate::metrics::Metrics;
 use crate::time::parse_duration;
-use crate::token::TokenCache;
 
 /// An AdmissionReview carries the object and the old object; Secrets are at most 1 MiB each.
 pub const BODY_LIMIT: usize = 6 * 1024 * 1024;
@@ -188,7 +188,7 @@ pub async fn start(
 
     let (stop_admin, mut stopped) = watch::channel(false);
     // Refused callers (--tls-client-ca-file) surface as failed accepts, with the peer address.
-    let refusals = crate::client_auth::refusal_handler(metrics.clone());
+    let refusals = crate::tls::client_auth::refusal_handler(metrics.clone());
     let admin_app = admin_router(metrics, tokens, ready.clone());
     let admin = tokio::spawn(async move {
         axum::serve(admin_listener, admin_app)
@@ -220,58 +220,6 @@ pub async fn start(
         stop_admin,
         web,
         admin,
-    })
-}
-
-/// Polls the TLS files every `interval` and swaps a changed, valid pair into `tls`. Live
-/// connections keep the pair they started with; new handshakes get the new one.
-pub fn spawn_tls_reloader(
-    tls: RustlsConfig,
-    mut reloader: crate::tls::Reloader,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-) -> JoinHandle<()> {
-    use crate::tls::Reload;
-    tokio::spawn(async move {
-        let mut last_refusal: Option<String> = None;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // File reads are small and rare, but keep them off the async workers anyway.
-            let (r, found) = match tokio::task::spawn_blocking(move || {
-                let out = reloader.poll();
-                (reloader, out)
-            })
-            .await
-            {
-                Ok((r, found)) => (r, found),
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS reloader failed; the current certificate stays in service");
-                    return;
-                }
-            };
-            reloader = r;
-            match found {
-                Reload::Unchanged => {}
-                Reload::Reloaded(config) => {
-                    tls.reload_from_config(config);
-                    if let Some(t) = reloader.not_after() {
-                        metrics.set_tls_not_after(t);
-                    }
-                    last_refusal = None;
-                    metrics.tls_reload(ReloadOutcome::Reloaded);
-                    tracing::info!("reloaded TLS certificate");
-                }
-                Reload::Refused(why) => {
-                    if last_refusal.as_deref() != Some(why.as_str()) {
-                        metrics.tls_reload(ReloadOutcome::Refused);
-                        tracing::warn!(error = %why, "new TLS files refused; the current certificate stays in service");
-                        last_refusal = Some(why);
-                    }
-                }
-            }
-        }
     })
 }
 

@@ -17,6 +17,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// `5h12m`, `3m20s`, `45s`, `2d3h`: the two largest units, the second dropped at zero.
+pub fn compact(d: Duration) -> String {
+    let s = d.as_secs();
+    let (d_, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let two = |a: u64, ua: &str, b: u64, ub: &str| {
+        if b == 0 {
+            format!("{a}{ua}")
+        } else {
+            format!("{a}{ua}{b}{ub}")
+        }
+    };
+    if d_ > 0 {
+        two(d_, "d", h, "h")
+    } else if h > 0 {
+        two(h, "h", m, "m")
+    } else if m >= 10 {
+        format!("{m}m")
+    } else if m > 0 {
+        two(m, "m", sec, "s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+/// `12m ago`, or `in 2m` for a time ahead of this clock.
+pub fn relative_past(now: SystemTime, t: SystemTime) -> String {
+    match now.duration_since(t) {
+        Ok(d) => format!("{} ago", compact(d)),
+        Err(e) => format!("in {}", compact(e.duration())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ecr_token_webhook::client_auth::{self, ClientAuth};
-use ecr_token_webhook::{server, tls};
+use ecr_token_webhook::commands::reloads;
+use ecr_token_webhook::tls;
+use ecr_token_webhook::tls::client_auth::ClientAuth;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     SanType,
@@ -213,7 +214,7 @@ async fn a_new_client_ca_is_picked_up_and_a_bad_one_refused() {
     let first = ca("first client CA");
     let second = ca("second client CA");
     let (h, auth, dir) = start(&first.pem, &[]).await;
-    client_auth::spawn_reloader(auth, Duration::from_millis(100), h.metrics.clone());
+    reloads::client_ca(auth, Duration::from_millis(100), h.metrics.clone());
     let (old, new) = (
         identity(&first, NAME, false),
         identity(&second, NAME, false),
@@ -260,9 +261,9 @@ async fn a_rotated_serving_pair_still_requires_a_client_certificate() {
     std::fs::write(&key, &first.key_pem).unwrap();
     let config = tls::load_files_with(&cert, &key, Some(auth.clone())).unwrap();
     let h = Harness::start_with_tls(Options::default(), config, &first.ca_cert_pem).await;
-    server::spawn_tls_reloader(
+    reloads::tls_pair(
         h.running.tls.clone(),
-        tls::Reloader::new(&cert, &key).with_client_auth(Some(auth)),
+        tls::PairReloader::new(&cert, &key).with_client_auth(Some(auth)),
         Duration::from_millis(100),
         h.metrics.clone(),
     );
@@ -286,7 +287,7 @@ async fn a_rotated_serving_pair_still_requires_a_client_certificate() {
 /// certificates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_managed_renewal_still_requires_a_client_certificate() {
-    use ecr_token_webhook::selfmanaged::{Check, SelfManaged, SelfManagedConfig};
+    use ecr_token_webhook::tls::self_managed::{Check, SelfManaged, SelfManagedConfig};
     use serde_json::json;
     install_crypto();
     let ns = "ecr-token-webhook";

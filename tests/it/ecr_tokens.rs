@@ -206,8 +206,8 @@ async fn each_region_is_asked_with_its_own_signature_scope() {
 /// STS's own code and message and no debug dump.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assume_role_signs_with_the_role_and_a_refusal_says_so() {
-    use ecr_token_webhook::ecr::EcrTokenSource;
-    use ecr_token_webhook::token::{TokenKey, TokenSource};
+    use ecr_token_webhook::aws::ecr::EcrTokenSource;
+    use ecr_token_webhook::aws::token::{TokenKey, TokenSource};
     install_crypto();
     let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
     let role = "arn:aws:iam::123456789012:role/teams/team-a-ecr-reader";

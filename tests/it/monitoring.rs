@@ -7,13 +7,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use ecr_token_webhook::aws::token::TokenKey;
 use ecr_token_webhook::metrics::{
     AdmissionOutcome, CacheResult, EcrOutcome, Metrics, Operation, ReloadOutcome, RenewalOutcome,
     TouchOutcome,
 };
 use ecr_token_webhook::policy::RefusalKind;
 use ecr_token_webhook::state::State;
-use ecr_token_webhook::token::TokenKey;
 
 /// The text exposition with every family holding a sample.
 fn exposition() -> String {

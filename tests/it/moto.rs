@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use ecr_token_webhook::ecr::EcrTokenSource;
-use ecr_token_webhook::token::{TokenKey, TokenSource};
+use ecr_token_webhook::aws::ecr::EcrTokenSource;
+use ecr_token_webhook::aws::token::{TokenKey, TokenSource};
 
 struct Moto {
     child: Child,

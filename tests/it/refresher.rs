@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::fake_kube::FakeKube;
 use common::*;
-use ecr_token_webhook::leader::{Elector, LeaseConfig};
+use ecr_token_webhook::commands::status::State;
 use ecr_token_webhook::metrics::Metrics;
 use ecr_token_webhook::policy::Policy;
+use ecr_token_webhook::refresher::leader::{Elector, LeaseConfig};
 use ecr_token_webhook::refresher::{Refresher, RefresherConfig};
-use ecr_token_webhook::status::State;
 use ecr_token_webhook::time::{parse_rfc3339, rfc3339};
 use serde_json::{Value, json};
 use tokio::sync::watch;

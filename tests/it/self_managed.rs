@@ -13,10 +13,10 @@ use base64::Engine;
 use common::fake_kube::FakeKube;
 use common::*;
 use ecr_token_webhook::metrics::Metrics;
-use ecr_token_webhook::selfmanaged::{
+use ecr_token_webhook::time::rfc3339;
+use ecr_token_webhook::tls::self_managed::{
     Check, Material, NOT_AFTER_ANNOTATION, SelfManaged, SelfManagedConfig, SelfManagedError,
 };
-use ecr_token_webhook::time::rfc3339;
 use serde_json::{Value, json};
 
 const NS: &str = "ecr-token-webhook";

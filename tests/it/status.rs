@@ -443,7 +443,7 @@ async fn status_reads_every_page() {
 /// docs/configuration.md: the states each sends to 0 and to 1 are the ones the verdict treats so.
 #[test]
 fn status_help_and_the_docs_state_the_exit_codes_the_verdict_uses() {
-    use ecr_token_webhook::status::State;
+    use ecr_token_webhook::commands::status::State;
     let out = Command::new(BIN)
         .args(["status", "--help"])
         .output()

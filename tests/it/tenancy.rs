@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::fake_kube::FakeKube;
 use common::*;
-use ecr_token_webhook::namespaces::KubeNamespaceLabels;
 use ecr_token_webhook::policy::Policy;
+use ecr_token_webhook::policy::namespaces::KubeNamespaceLabels;
 
 const TEAMS: usize = 10;
 const NAMESPACES_PER_TEAM: usize = 5;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use ecr_token_webhook::server::spawn_tls_reloader;
-use ecr_token_webhook::tls::{self, Generated, Reloader};
+use ecr_token_webhook::commands::reloads;
+use ecr_token_webhook::tls::{self, Generated, PairReloader};
 
 fn pair() -> Generated {
     tls::generate(
@@ -56,9 +56,9 @@ async fn rotated_files_are_served_without_dropping_requests() {
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let config = tls::load_files(&cert, &key).unwrap();
     let h = Harness::start_with_tls(Options::default(), config, &a.ca_cert_pem).await;
-    spawn_tls_reloader(
+    reloads::tls_pair(
         h.running.tls.clone(),
-        Reloader::new(&cert, &key),
+        PairReloader::new(&cert, &key),
         Duration::from_millis(100),
         h.metrics.clone(),
     );

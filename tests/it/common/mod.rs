@@ -20,12 +20,12 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ecr_token_webhook::admission::{FailureMode, Webhook};
-use ecr_token_webhook::ecr::{EcrTokenSource, timeout_config};
+use ecr_token_webhook::aws::ecr::{EcrTokenSource, timeout_config};
+use ecr_token_webhook::aws::token::{CacheConfig, TokenCache};
 use ecr_token_webhook::metrics::Metrics;
 use ecr_token_webhook::policy::Policy;
 use ecr_token_webhook::server::{self, Listen, Running};
 use ecr_token_webhook::tls;
-use ecr_token_webhook::token::{CacheConfig, TokenCache};
 use serde_json::{Value, json};
 
 pub const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
@@ -506,7 +506,7 @@ pub struct Options {
     /// Another ECR endpoint (moto) instead of the test suite's own.
     pub endpoint: Option<String>,
     /// Namespace labels for the policy's namespace selectors.
-    pub namespace_labels: Option<Arc<dyn ecr_token_webhook::namespaces::NamespaceLabels>>,
+    pub namespace_labels: Option<Arc<dyn ecr_token_webhook::policy::namespaces::NamespaceLabels>>,
     /// A Kubernetes client for the webhook's Events (none without).
     pub events: Option<kube::Client>,
 }

@@ -8,6 +8,9 @@
 //! The `--allowed-*` flags are the one-rule case ([`Policy::from_flags`]); a policy file
 //! (`--policy-file`, YAML) holds any number of rules ([`Policy::from_yaml`]).
 
+pub mod file;
+pub mod namespaces;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};

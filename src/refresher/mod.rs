@@ -2,6 +2,9 @@
 //! patch of `touched-at`), so the API server sends it through the webhook again. Only metadata
 //! is read and returned (`PartialObjectMetadata`): the refresher never loads a secret's data.
 
+pub mod decide;
+pub mod leader;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,10 +16,10 @@ use kube::core::PartialObjectMeta;
 use kube::{Client, Error};
 use tokio::sync::watch;
 
-use crate::events::{SecretRef, missing_grant, secret_event};
+use self::decide::Due;
+use crate::events::{SecretRef, missing_grant, secret_event, should_report};
 use crate::metrics::{Metrics, TouchOutcome as Touch};
 use crate::policy::SharedPolicy;
-use crate::refresh::{self, Due};
 use crate::secret::{ERROR_ANNOTATION, EXPIRES_AT_ANNOTATION, INJECT_LABEL};
 use crate::state::{State, error_annotation};
 use crate::time::{parse_rfc3339, rfc3339};
@@ -221,9 +224,8 @@ impl Refresher {
                     }
                     stats.seen += 1;
                     let uid = meta.uid.clone().unwrap_or_else(|| format!("{ns}/{name}"));
-                    let offset = refresh::spread(&uid, self.cfg.spread_window);
-                    let due =
-                        refresh::due(annotations, now, self.cfg.margin.saturating_sub(offset));
+                    let offset = decide::spread(&uid, self.cfg.spread_window);
+                    let due = decide::due(annotations, now, self.cfg.margin.saturating_sub(offset));
                     if due.is_due() {
                         stats.due += 1;
                         due_list.push(Listed {
@@ -271,7 +273,7 @@ impl Refresher {
             } else {
                 pacer.wait().await;
                 let failures_before = self.failures.get(&uid).map_or(0, |f| f.count);
-                let report = refresh::should_report(failures_before + 1);
+                let report = should_report(failures_before + 1);
                 let (outcome, returned) = self.touch(&ns, &name, &due, report).await;
                 if let Some(a) = returned {
                     // The secret as the touch left it (the webhook's answer included).
@@ -323,7 +325,7 @@ impl Refresher {
                 });
                 f.count += 1;
                 f.retry_at = Instant::now()
-                    + refresh::retry_after(
+                    + decide::retry_after(
                         f.count,
                         self.cfg.retry_base,
                         self.cfg.retry_max,
@@ -344,13 +346,13 @@ impl Refresher {
     ) -> (Touch, Option<BTreeMap<String, String>>) {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let now = SystemTime::now();
-        let patch = Patch::Merge(refresh::touch_patch(now));
+        let patch = Patch::Merge(decide::touch_patch(now));
         match api
             .patch_metadata(name, &PatchParams::default(), &patch)
             .await
         {
             Ok(PartialObjectMeta { metadata, .. }) => {
-                let outcome = if refresh::touch_took(
+                let outcome = if decide::touch_took(
                     metadata.annotations.as_ref(),
                     now,
                     self.cfg.margin,
@@ -363,7 +365,7 @@ impl Refresher {
                     );
                     Touch::Took
                 } else {
-                    let why = refresh::why_not_taken(metadata.annotations.as_ref());
+                    let why = decide::why_not_taken(metadata.annotations.as_ref());
                     tracing::warn!(namespace = ns, secret = name, reason = %why, "touch did not refresh the token");
                     if report {
                         self.event(ns, name, &metadata, &why).await;

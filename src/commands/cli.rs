@@ -292,7 +292,7 @@ impl ServeArgs {
                 path.display()
             ));
         }
-        crate::policy_file::load(path)
+        crate::policy::file::load(path)
             .map(|(policy, bytes)| (policy, Some(bytes)))
             .map_err(|e| e.to_string())
     }
@@ -440,7 +440,11 @@ impl StatusArgs {
                 ));
             }
             known = Known {
-                policy: Some(crate::policy_file::load(path).map_err(|e| e.to_string())?.0),
+                policy: Some(
+                    crate::policy::file::load(path)
+                        .map_err(|e| e.to_string())?
+                        .0,
+                ),
                 ..Default::default()
             };
         }

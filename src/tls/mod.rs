@@ -1,6 +1,9 @@
 //! TLS: loading a PEM pair into a rustls server config, and generating a CA and serving
 //! certificate with rcgen (for `--tls-self-signed` and `ecr-token-webhook certs`).
 
+pub mod client_auth;
+pub mod self_managed;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +15,8 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::reload::{Poll, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -266,26 +271,26 @@ fn write_file(path: &Path, content: &[u8], private: bool) -> std::io::Result<()>
 /// swapping the kubelet's `..data` symlink, which file watches miss, so the files are polled and
 /// compared byte for byte. A pair that does not load (half-written, mismatched) is refused with
 /// a log line and the pair in service stays; it is tried again at the next change.
-pub struct Reloader {
+/// Polls the serving pair's files ([`crate::reload`]).
+pub struct PairReloader {
     cert: PathBuf,
     key: PathBuf,
     last: (Vec<u8>, Vec<u8>),
     client: ClientVerifier,
 }
 
-/// What one poll found.
+/// A pair that was read and put together: its server config and its certificate's expiry.
 #[derive(Debug)]
-pub enum Reload {
-    Unchanged,
-    Reloaded(Arc<rustls::ServerConfig>),
-    Refused(String),
+pub struct ServingPair {
+    pub config: Arc<rustls::ServerConfig>,
+    pub not_after: Option<SystemTime>,
 }
 
-impl Reloader {
+impl PairReloader {
     /// Starts from the pair currently in service (as read at start-up).
     pub fn new(cert: &Path, key: &Path) -> Self {
         let read = |p: &Path| std::fs::read(p).unwrap_or_default();
-        Reloader {
+        PairReloader {
             last: (read(cert), read(key)),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
@@ -303,9 +308,13 @@ impl Reloader {
     pub fn not_after(&self) -> Option<SystemTime> {
         not_after(&self.last.0, "TLS certificate").ok()
     }
+}
 
-    /// Reads both files; returns a new server config when they changed and form a valid pair.
-    pub fn poll(&mut self) -> Reload {
+impl Source for PairReloader {
+    type Value = ServingPair;
+
+    /// Reads both files; a new server config when they changed and form a valid pair.
+    fn poll(&mut self) -> Poll<ServingPair> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|source| TlsError::Read {
                 path: p.to_path_buf(),
@@ -314,10 +323,10 @@ impl Reloader {
         };
         let pair = match read(&self.cert).and_then(|c| Ok((c, read(&self.key)?))) {
             Ok(pair) => pair,
-            Err(e) => return Reload::Refused(e.to_string()),
+            Err(e) => return Poll::Refused(e.to_string()),
         };
         if pair == self.last {
-            return Reload::Unchanged;
+            return Poll::Unchanged;
         }
         let result = server_config_with(
             &pair.0,
@@ -328,8 +337,11 @@ impl Reloader {
         // Remember what was seen either way: a refused pair is logged once, not every poll.
         self.last = pair;
         match result {
-            Ok(config) => Reload::Reloaded(config),
-            Err(e) => Reload::Refused(e.to_string()),
+            Ok(config) => Poll::Changed(ServingPair {
+                config,
+                not_after: self.not_after(),
+            }),
+            Err(e) => Poll::Refused(e.to_string()),
         }
     }
 }

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::aws::token::{Served, Token, TokenCache, TokenError, TokenKey};
 /// Re-exported where the webhook's builder takes it ([`Webhook::with_events`]).
 pub use crate::events::EventSink;
 use crate::logging;
 use crate::metrics::{AdmissionOutcome as Outcome, Metrics, Operation};
-use crate::namespaces::NamespaceLabels;
+use crate::policy::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
 use crate::secret::{self, SecretKind, SecretObject, SecretView};
 use crate::time::rfc3339;
-use crate::token::{Served, Token, TokenCache, TokenError, TokenKey};
 
 /// What to answer when no token can be had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -430,7 +430,7 @@ impl Webhook {
         policy: &Policy,
         namespace: &str,
         deadline: Instant,
-    ) -> Result<Option<crate::namespaces::Labels>, String> {
+    ) -> Result<Option<crate::policy::namespaces::Labels>, String> {
         if !policy.needs_labels(namespace) {
             return Ok(None);
         }

@@ -23,9 +23,9 @@ use aws_sdk_ecr::error::ProvideErrorMetadata;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::aws::token::{Token, TokenError, TokenFuture, TokenKey, TokenSource};
 use crate::registry::PUBLIC_REGION;
 use crate::text::truncate;
-use crate::token::{Token, TokenError, TokenFuture, TokenKey, TokenSource};
 
 const SESSION_NAME: &str = "ecr-token-webhook";
 

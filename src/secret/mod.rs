@@ -14,10 +14,10 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use kube::core::DynamicObject;
 use serde_json::{Map, Value, json};
 
+use crate::aws::token::{Token, TokenKey};
 use crate::registry::{self, Registry};
 use crate::text::truncate;
 use crate::time::rfc3339;
-use crate::token::{Token, TokenKey};
 
 pub const INJECT_LABEL: &str = "ecr-token-webhook/inject";
 pub const REGISTRIES_ANNOTATION: &str = "ecr-token-webhook/registries";

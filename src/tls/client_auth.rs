@@ -17,9 +17,9 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use tokio::task::JoinHandle;
 
-use crate::metrics::{CallerRefusal, Metrics, ReloadOutcome};
+use crate::metrics::{CallerRefusal, Metrics};
+use crate::reload::{Poll, Source};
 
 /// At most one log line per this long about refused callers; the count of the lines left out
 /// goes with the next one (the metric counts every refusal).
@@ -114,14 +114,6 @@ pub struct ClientAuth {
     last: Mutex<Vec<u8>>,
 }
 
-/// What one poll of the CA file found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CaReload {
-    Unchanged,
-    Reloaded,
-    Refused(String),
-}
-
 impl ClientAuth {
     /// Reads the CA file; `names` (trimmed, blanks dropped) are the names a certificate must
     /// carry one of, none for any certificate the CA signed.
@@ -157,23 +149,23 @@ impl ClientAuth {
 
     /// Reads the CA file; a changed file that makes a usable CA is put in service, one that
     /// does not is refused (the CA in service stays). Blocking file I/O.
-    pub fn poll(&self) -> CaReload {
+    pub fn poll(&self) -> Poll<()> {
         let pem = match read(&self.ca_file) {
             Ok(pem) => pem,
-            Err(e) => return CaReload::Refused(e.to_string()),
+            Err(e) => return Poll::Refused(e.to_string()),
         };
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if *last == pem {
-            return CaReload::Unchanged;
+            return Poll::Unchanged;
         }
         let built = verifier_from_pem(&pem, &self.ca_file.display().to_string());
         *last = pem;
         match built {
             Ok(verifier) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = verifier;
-                CaReload::Reloaded
+                Poll::Changed(())
             }
-            Err(e) => CaReload::Refused(e.to_string()),
+            Err(e) => Poll::Refused(e.to_string()),
         }
     }
 }
@@ -305,43 +297,13 @@ pub fn refusal_handler(
     }
 }
 
-/// Polls the CA file every `interval` and puts a changed, usable CA in service.
-pub fn spawn_reloader(
-    auth: Arc<ClientAuth>,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last_refusal: Option<String> = None;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let polled = auth.clone();
-            let found = match tokio::task::spawn_blocking(move || polled.poll()).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::error!(error = %e, "client CA reloader failed; the CA in service stays");
-                    return;
-                }
-            };
-            match found {
-                CaReload::Unchanged => {}
-                CaReload::Reloaded => {
-                    last_refusal = None;
-                    metrics.tls_reload(ReloadOutcome::Reloaded);
-                    tracing::info!(ca = %auth.ca_file().display(), "reloaded the client CA");
-                }
-                CaReload::Refused(why) => {
-                    if last_refusal.as_deref() != Some(why.as_str()) {
-                        metrics.tls_reload(ReloadOutcome::Refused);
-                        tracing::warn!(error = %why, "new client CA refused; the CA in service stays");
-                        last_refusal = Some(why);
-                    }
-                }
-            }
-        }
-    })
+/// The CA in service is shared with the handshakes, so the poller holds it by `Arc`.
+impl Source for Arc<ClientAuth> {
+    type Value = ();
+
+    fn poll(&mut self) -> Poll<()> {
+        ClientAuth::poll(self)
+    }
 }
 
 #[cfg(test)]
@@ -506,12 +468,12 @@ mod tests {
             ClientAuth::load(&bad_path, &[]).unwrap_err(),
             ClientCaError::Read { .. }
         ));
-        let auth = ClientAuth::load(&path, &[" x ".into(), "".into()]).unwrap();
+        let mut auth = ClientAuth::load(&path, &[" x ".into(), "".into()]).unwrap();
         assert_eq!(auth.names(), ["x"]);
-        assert_eq!(auth.poll(), CaReload::Unchanged);
+        assert_eq!(auth.poll(), Poll::Unchanged);
         std::fs::write(&path, &b).unwrap();
-        assert_eq!(auth.poll(), CaReload::Reloaded);
-        assert_eq!(auth.poll(), CaReload::Unchanged);
+        assert_eq!(auth.poll(), Poll::Changed(()));
+        assert_eq!(auth.poll(), Poll::Unchanged);
         for (bad, want) in [
             ("", "no PEM certificate"),
             ("junk", "no PEM certificate"),
@@ -522,14 +484,10 @@ mod tests {
         ] {
             std::fs::write(&path, bad).unwrap();
             match auth.poll() {
-                CaReload::Refused(why) => assert!(why.contains(want), "{bad:?}: {why}"),
+                Poll::Refused(why) => assert!(why.contains(want), "{bad:?}: {why}"),
                 other => panic!("{bad:?}: {other:?}"),
             }
-            assert_eq!(
-                auth.poll(),
-                CaReload::Unchanged,
-                "refused once, not every poll"
-            );
+            assert_eq!(auth.poll(), Poll::Unchanged, "refused once, not every poll");
         }
     }
 }

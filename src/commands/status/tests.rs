@@ -1,11 +1,18 @@
-use super::*;
-
-use crate::policy::{Pattern, Policy, RegistryPattern};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use crate::policy::{Pattern, Policy, RegistryPattern};
+use crate::secret::{
+    ERROR_ANNOTATION, EXPIRES_AT_ANNOTATION, ROLE_ARN_ANNOTATION, SecretKind, TOUCHED_AT_ANNOTATION,
+};
+use crate::time::{compact, rfc3339};
+
+use super::render::{expires_cell, touched_cell};
+use super::*;
 
 /// The examples in docs/troubleshooting.md are this module's output, checked here.
-const DOCS: &str = include_str!("../../docs/troubleshooting.md");
+const DOCS: &str = include_str!("../../../docs/troubleshooting.md");
 const USE1: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const EUW1: &str = "210987654321.dkr.ecr.eu-west-1.amazonaws.com";
 const H: u64 = 3600;
@@ -527,7 +534,7 @@ fn classifies_secrets_and_explains_problems() {
     }
 }
 
-const REGISTRIES_ANNOTATION_FOR_TESTS: &str = secret::REGISTRIES_ANNOTATION;
+const REGISTRIES_ANNOTATION_FOR_TESTS: &str = crate::secret::REGISTRIES_ANNOTATION;
 
 #[test]
 fn rows_carry_kind_registries_and_stamps() {

@@ -5,13 +5,9 @@
 //! ConfigMap through the kubelet's symlink swap, as the TLS files do.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
-use crate::metrics::{Metrics, ReloadOutcome};
-use crate::policy::{MAX_FILE_BYTES, Policy, SharedPolicy};
+use crate::policy::{MAX_FILE_BYTES, Policy};
+use crate::reload::{Poll, Source};
 
 /// Why a policy file was not taken. Each message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -55,95 +51,41 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyFileError> {
     }
 }
 
-/// What one poll found.
-#[derive(Debug)]
-pub enum Reload {
-    Unchanged,
-    Reloaded(Policy),
-    Refused(String),
-}
-
-pub struct Reloader {
+/// Polls the policy file ([`crate::reload`]).
+pub struct PolicyReloader {
     path: PathBuf,
     last: Vec<u8>,
 }
 
-impl Reloader {
+impl PolicyReloader {
     /// Starts from the content in force (as read by [`load`] at start).
     pub fn new(path: &Path, in_force: Vec<u8>) -> Self {
-        Reloader {
+        PolicyReloader {
             path: path.to_path_buf(),
             last: in_force,
         }
     }
+}
 
-    pub fn poll(&mut self) -> Reload {
+impl Source for PolicyReloader {
+    type Value = Policy;
+
+    fn poll(&mut self) -> Poll<Policy> {
         let bytes = match read(&self.path) {
             Ok(b) => b,
             // A file that vanished for a moment (mid-swap) is refused once, then read again.
-            Err(e) => return Reload::Refused(e.to_string()),
+            Err(e) => return Poll::Refused(e.to_string()),
         };
         if bytes == self.last {
-            return Reload::Unchanged;
+            return Poll::Unchanged;
         }
         // Remember what was seen either way: a refused file is reported once, not every poll.
         self.last = bytes;
         match parse(&self.path, &self.last) {
-            Ok(p) => Reload::Reloaded(p),
-            Err(e) => Reload::Refused(e.to_string()),
+            Ok(p) => Poll::Changed(p),
+            Err(e) => Poll::Refused(e.to_string()),
         }
     }
-}
-
-/// Polls every `interval` and swaps a changed, valid policy into `shared`.
-pub fn spawn_reloader(
-    shared: SharedPolicy,
-    mut reloader: Reloader,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last_refusal: Option<String> = None;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let polled = tokio::task::spawn_blocking(move || {
-                let found = reloader.poll();
-                (reloader, found)
-            })
-            .await;
-            let found = match polled {
-                Ok((r, found)) => {
-                    reloader = r;
-                    found
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "policy reloader failed; the policy in force stays");
-                    return;
-                }
-            };
-            match found {
-                Reload::Unchanged => {}
-                Reload::Reloaded(policy) => {
-                    // In force and counted before it is announced: a reader of the log line sees both.
-                    let described = policy.describe();
-                    shared.replace(policy);
-                    metrics.policy_reload(ReloadOutcome::Reloaded);
-                    tracing::info!(policy = %described, "reloaded the policy file");
-                    last_refusal = None;
-                }
-                Reload::Refused(why) => {
-                    if last_refusal.as_deref() != Some(why.as_str()) {
-                        metrics.policy_reload(ReloadOutcome::Refused);
-                        tracing::error!(error = %why, in_force = %shared.current().describe(),
-                            "refused the changed policy file; the last good policy stays in force");
-                        last_refusal = Some(why);
-                    }
-                }
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -163,28 +105,28 @@ mod tests {
         std::fs::write(&path, good).unwrap();
         let (policy, bytes) = load(&path).unwrap();
         assert_eq!(policy.rules.len(), 1);
-        let mut r = Reloader::new(&path, bytes);
-        assert!(matches!(r.poll(), Reload::Unchanged));
+        let mut r = PolicyReloader::new(&path, bytes);
+        assert!(matches!(r.poll(), Poll::Unchanged));
 
         std::fs::write(&path, "rules: [{name: a, namespaces: ['*']}]\n").unwrap();
         match r.poll() {
-            Reload::Refused(why) => assert!(
+            Poll::Refused(why) => assert!(
                 why.contains("policy.yaml") && why.contains("missing field `registries`"),
                 "{why}"
             ),
             other => panic!("{other:?}"),
         }
         // Reported once: the same bad content is then unchanged.
-        assert!(matches!(r.poll(), Reload::Unchanged));
+        assert!(matches!(r.poll(), Poll::Unchanged));
 
         let two = "rules:\n  - {name: a, namespaces: [a], registries: ['*']}\n  - {name: b, namespaces: ['*'], registries: [public]}\n";
         std::fs::write(&path, two).unwrap();
         match r.poll() {
-            Reload::Reloaded(p) => assert_eq!(p.rules.len(), 2),
+            Poll::Changed(p) => assert_eq!(p.rules.len(), 2),
             other => panic!("{other:?}"),
         }
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(r.poll(), Reload::Refused(why) if why.contains("cannot read")));
+        assert!(matches!(r.poll(), Poll::Refused(why) if why.contains("cannot read")));
         let e = load(&path).unwrap_err();
         assert!(matches!(e, PolicyFileError::Read { .. }), "{e:?}");
         assert!(

@@ -94,13 +94,6 @@ pub fn why_not_taken(returned: Option<&BTreeMap<String, String>>) -> String {
     }
 }
 
-/// Whether the `failures`-th failed touch in a row gets an Event: the 1st, 2nd, 4th, 8th...
-/// A secret that cannot be refreshed for hours (its namespace outside the webhook's reach,
-/// a registry the policy refuses) then costs a handful of Events, not one per retry.
-pub fn should_report(failures: u32) -> bool {
-    failures.is_power_of_two()
-}
-
 /// Exponential back-off for a secret whose touches did not take: `base * 2^(failures-1)`, at
 /// most `max`, with ±20 % jitter drawn from `jitter` in [0, 1).
 pub fn retry_after(failures: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
@@ -161,12 +154,6 @@ mod tests {
             assert!(got.starts_with(want), "{got}");
         }
         assert!(why_not_taken(None).starts_with("no expires-at"));
-    }
-
-    #[test]
-    fn reports_failures_at_powers_of_two() {
-        let reported: Vec<u32> = (0..=40).filter(|&n| should_report(n)).collect();
-        assert_eq!(reported, [1, 2, 4, 8, 16, 32]);
     }
 
     #[test]

@@ -1,0 +1,22 @@
+//! `certs`: a CA and a serving pair for the webhook's Service, written to a directory, and the
+//! caBundle printed for the MutatingWebhookConfiguration.
+
+use crate::commands::cli::CertsArgs;
+use crate::tls;
+
+pub fn certs(args: &CertsArgs) -> Result<(), String> {
+    let mut names = tls::service_names(&args.service, &args.namespace);
+    names.extend(args.extra_names.iter().filter(|n| !n.is_empty()).cloned());
+    let generated = tls::generate(&names, args.validity).map_err(|e| e.to_string())?;
+    let (cert, key) = tls::write_dir(&args.out_dir, &generated).map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote {}, {} and the CA ({}/ca.crt) for {}",
+        cert.display(),
+        key.display(),
+        args.out_dir.display(),
+        names.join(", ")
+    );
+    eprintln!("caBundle for the MutatingWebhookConfiguration:");
+    println!("{}", generated.ca_bundle());
+    Ok(())
+}
