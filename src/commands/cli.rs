@@ -308,7 +308,8 @@ fn flag_policy(
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| RegistryPattern::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     Ok(Policy::from_flags(
         patterns(namespaces),
         registries,
@@ -415,7 +416,8 @@ impl StatusArgs {
             .iter()
             .filter(|s| !s.trim().is_empty())
             .map(|s| RegistryPattern::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         let mut known = Known {
             namespaces: patterns(&self.allowed_namespaces),
             registries: (!registries.is_empty()).then_some(registries),

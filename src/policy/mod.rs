@@ -6,195 +6,24 @@
 //! they may name, and the role used for secrets that name none. No rule, no token.
 //!
 //! The `--allowed-*` flags are the one-rule case ([`Policy::from_flags`]); a policy file
-//! (`--policy-file`, YAML) holds any number of rules ([`Policy::from_yaml`]).
+//! (`--policy-file`, YAML) holds any number of rules ([`Policy::from_yaml`], in [`file`]).
+//! What a rule matches is in `patterns.rs`; the namespace labels a selector needs come from
+//! [`namespaces`].
 
 pub mod file;
 pub mod namespaces;
+mod patterns;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use serde::Deserialize;
+use crate::registry::Registry;
 
-use crate::registry::{PUBLIC_ACCOUNT, Registry};
-
-/// A shell-style pattern: `*` matches any run of characters, `?` one character.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pattern(String);
-
-impl Pattern {
-    pub fn new(p: &str) -> Self {
-        Pattern(p.trim().to_string())
-    }
-
-    pub fn matches(&self, s: &str) -> bool {
-        glob(self.0.as_bytes(), s.as_bytes())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Iterative glob with single-star backtracking: linear in practice, no recursion.
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// A registry pattern: `ACCOUNT[:REGION]`, each part a pattern (`123456789012:eu-*`,
-/// `*:us-east-1`). ECR Public's registries (`public.ecr.aws`, `ecr-public.aws.com`) have the
-/// account `public` and the region `us-east-1`: `public` allows them, and so does `*`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegistryPattern {
-    account: Pattern,
-    region: Pattern,
-}
-
-impl RegistryPattern {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let (account, region) = s.split_once(':').unwrap_or((s, "*"));
-        if account.is_empty() || region.is_empty() || region.contains(':') {
-            return Err(format!(
-                "invalid registry pattern {s:?}: expected ACCOUNT[:REGION], e.g. 123456789012:eu-*, or public"
-            ));
-        }
-        Ok(RegistryPattern {
-            account: Pattern::new(account),
-            region: Pattern::new(region),
-        })
-    }
-
-    pub fn any() -> Self {
-        RegistryPattern {
-            account: Pattern::new("*"),
-            region: Pattern::new("*"),
-        }
-    }
-
-    pub fn matches(&self, r: &Registry) -> bool {
-        debug_assert!(!r.public || r.account == PUBLIC_ACCOUNT);
-        self.account.matches(&r.account) && self.region.matches(&r.region)
-    }
-}
-
-impl fmt::Display for RegistryPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.account, self.region)
-    }
-}
-
-/// A Kubernetes label selector on the namespace: `matchLabels` and `matchExpressions`, both
-/// required to hold (an empty selector matches every namespace), as in the Kubernetes API.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LabelSelector {
-    #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub match_expressions: Vec<Requirement>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Requirement {
-    pub key: String,
-    pub operator: Operator,
-    #[serde(default)]
-    pub values: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum Operator {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-}
-
-impl LabelSelector {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|r| {
-                let value = labels.get(&r.key);
-                match r.operator {
-                    Operator::In => value.is_some_and(|v| r.values.contains(v)),
-                    Operator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
-                    Operator::Exists => value.is_some(),
-                    Operator::DoesNotExist => value.is_none(),
-                }
-            })
-    }
-
-    /// The API server's own checks: a key, and values exactly for In and NotIn.
-    fn validate(&self) -> Result<(), String> {
-        for (i, r) in self.match_expressions.iter().enumerate() {
-            let at = format!("matchExpressions[{i}]");
-            if r.key.trim().is_empty() {
-                return Err(format!("{at}: key is empty"));
-            }
-            match (r.operator, r.values.is_empty()) {
-                (Operator::In | Operator::NotIn, true) => {
-                    return Err(format!("{at}: {:?} needs values", r.operator));
-                }
-                (Operator::Exists | Operator::DoesNotExist, false) => {
-                    return Err(format!("{at}: {:?} takes no values", r.operator));
-                }
-                _ => {}
-            }
-        }
-        if self.match_labels.keys().any(|k| k.trim().is_empty()) {
-            return Err("matchLabels: a key is empty".into());
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for LabelSelector {
-    /// kubectl's selector syntax: `team=a,env in (prod,staging),!legacy`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = self
-            .match_labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        for r in &self.match_expressions {
-            parts.push(match r.operator {
-                Operator::In => format!("{} in ({})", r.key, r.values.join(",")),
-                Operator::NotIn => format!("{} notin ({})", r.key, r.values.join(",")),
-                Operator::Exists => r.key.clone(),
-                Operator::DoesNotExist => format!("!{}", r.key),
-            });
-        }
-        f.write_str(&parts.join(","))
-    }
-}
+pub use patterns::{
+    InvalidRegistryPattern, InvalidSelector, LabelSelector, Operator, Pattern, RegistryPattern,
+    Requirement,
+};
 
 /// One rule: which namespaces it covers and what their secrets may get.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -475,34 +304,6 @@ impl Policy {
         }
     }
 
-    /// Parses and checks a policy file. `path` names it in messages.
-    pub fn from_yaml(text: &str, path: &str) -> Result<Policy, String> {
-        if text.len() > MAX_FILE_BYTES {
-            return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
-        }
-        // serde_yaml_ng's messages name a line and column, never more of the content.
-        let doc: FileDoc = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-        if doc.rules.is_empty() {
-            return Err("rules is empty: every secret would be refused".into());
-        }
-        if doc.rules.len() > MAX_RULES {
-            return Err(format!("more than {MAX_RULES} rules"));
-        }
-        let mut names = BTreeSet::new();
-        let mut rules = Vec::with_capacity(doc.rules.len());
-        for (index, r) in doc.rules.into_iter().enumerate() {
-            let at = match &r.name {
-                Some(name) => format!("rules[{index}] ({name})"),
-                None => format!("rules[{index}]"),
-            };
-            rules.push(r.check(&mut names).map_err(|e| format!("{at}: {e}"))?);
-        }
-        Ok(Policy {
-            rules,
-            origin: Origin::File(path.to_string()),
-        })
-    }
-
     /// Whether deciding for `namespace` needs its labels: a rule that matches its name has a
     /// selector. Only then does the webhook look them up.
     pub fn needs_labels(&self, namespace: &str) -> bool {
@@ -630,102 +431,6 @@ impl Policy {
             }
         }
     }
-}
-
-/// The policy file's shape. Unknown fields are errors, so a misspelt key (`namespace:`) is
-/// refused instead of silently widening or narrowing a rule.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDoc {
-    rules: Vec<FileRule>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct FileRule {
-    name: Option<String>,
-    namespaces: Vec<String>,
-    namespace_selector: Option<LabelSelector>,
-    registries: Vec<String>,
-    #[serde(default)]
-    role_arns: Vec<String>,
-    default_role: Option<String>,
-}
-
-impl FileRule {
-    fn check(self, names: &mut BTreeSet<String>) -> Result<Rule, String> {
-        if let Some(name) = &self.name {
-            let ok = !name.is_empty()
-                && name.len() <= 63
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            if !ok {
-                return Err(
-                    "name: at most 63 letters, digits, '-', '_' or '.' (it is a metric label)"
-                        .into(),
-                );
-            }
-            if name.starts_with("rules[") || name == "none" || name == "flags" {
-                return Err(format!("name: {name:?} is reserved"));
-            }
-            if !names.insert(name.clone()) {
-                return Err(format!("name: {name:?} is used by an earlier rule"));
-            }
-        }
-        let patterns = |field: &str, v: Vec<String>| -> Result<Vec<Pattern>, String> {
-            if v.iter().any(|s| s.trim().is_empty()) {
-                return Err(format!("{field}: an entry is empty"));
-            }
-            Ok(v.iter().map(|s| Pattern::new(s)).collect())
-        };
-        if self.namespaces.is_empty() {
-            return Err("namespaces: at least one pattern is required (\"*\" for all)".into());
-        }
-        if self.registries.is_empty() {
-            return Err(
-                "registries: at least one pattern is required (\"*\" for any registry)".into(),
-            );
-        }
-        let registries = self
-            .registries
-            .iter()
-            .map(|s| RegistryPattern::parse(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("registries: {e}"))?;
-        if let Some(selector) = &self.namespace_selector {
-            selector
-                .validate()
-                .map_err(|e| format!("namespaceSelector: {e}"))?;
-        }
-        let default_role = match self.default_role.as_deref().map(str::trim) {
-            None => None,
-            Some(role) if is_role_arn(role) => Some(role.to_string()),
-            Some(role) => {
-                return Err(format!(
-                    "defaultRole: {role:?} is not a role ARN (arn:aws:iam::123456789012:role/NAME)"
-                ));
-            }
-        };
-        Ok(Rule {
-            name: self.name,
-            namespaces: patterns("namespaces", self.namespaces)?,
-            namespace_selector: self.namespace_selector,
-            registries,
-            role_arns: patterns("roleArns", self.role_arns)?,
-            default_role,
-        })
-    }
-}
-
-/// `arn:<partition>:iam::<account>:role/<name>`: enough to catch a name or a typo.
-fn is_role_arn(s: &str) -> bool {
-    let parts: Vec<&str> = s.splitn(6, ':').collect();
-    matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
-        if partition.starts_with("aws")
-            && account.len() == 12
-            && account.bytes().all(|b| b.is_ascii_digit())
-            && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty()))
 }
 
 /// The policy in force, shared by the webhook and the refresher and replaced whole when the

@@ -1,5 +1,7 @@
-use super::*;
 use crate::registry;
+
+use super::file::{PolicyError, is_role_arn};
+use super::*;
 
 #[test]
 fn glob_patterns() {
@@ -447,15 +449,16 @@ fn bad_files_are_refused_with_the_place_and_the_reason() {
         ("rules:\n  - namespaces: [a\n", "line 2"),
     ];
     for (text, want) in cases {
-        let e = Policy::from_yaml(text, "p.yaml").expect_err(text);
+        let e = Policy::from_yaml(text, "p.yaml")
+            .expect_err(text)
+            .to_string();
         assert!(e.contains(want), "{text:?}: {e}");
     }
     let big = "#".repeat(MAX_FILE_BYTES + 1);
-    assert!(
-        Policy::from_yaml(&big, "p.yaml")
-            .unwrap_err()
-            .contains("larger than")
-    );
+    assert!(matches!(
+        Policy::from_yaml(&big, "p.yaml"),
+        Err(PolicyError::TooLarge)
+    ));
     // JSON is YAML too.
     assert!(
         Policy::from_yaml(

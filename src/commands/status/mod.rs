@@ -21,10 +21,10 @@ use crate::secret::INJECT_LABEL;
 mod classify;
 mod render;
 
-pub use classify::{Context, Row, Stamp, classify};
-pub use render::{Scope, Verdict, render_json, render_text};
 /// Re-exported: `status` prints these states.
 pub use crate::state::State;
+pub use classify::{Context, Row, Stamp, classify};
+pub use render::{Scope, Verdict, render_json, render_text};
 
 /// Exit codes: every secret fresh (or due and on time), a secret with a problem, and "could
 /// not tell" (no cluster, no access, bad usage; clap's own usage errors are 2 as well).
