@@ -1,12 +1,12 @@
-//! Turning an AdmissionReview into an answer: the policy, the secret's plan, tokens from the
-//! cache within the API server's deadline, and the patch.
+//! Turning an AdmissionReview into an answer: the review comes in through `review.rs`
+//! (serde_json into borrowed structs), the decision is made here (the policy, the secret's
+//! plan, tokens from the cache within the API server's deadline, the patch), and the answer
+//! goes out through `answer.rs`.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::aws::token::{Served, Token, TokenCache, TokenError, TokenKey};
@@ -16,8 +16,15 @@ use crate::logging;
 use crate::metrics::{AdmissionOutcome as Outcome, Metrics, Operation};
 use crate::policy::namespaces::NamespaceLabels;
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
-use crate::secret::{self, SecretKind, SecretObject, SecretView};
+use crate::secret::{self, SecretKind, SecretView};
 use crate::time::rfc3339;
+
+mod answer;
+mod review;
+
+pub use answer::{Answer, to_json};
+use answer::{WARNING_PREFIX, with_error};
+use review::{RequestIn, ReviewIn};
 
 /// What to answer when no token can be had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,133 +58,6 @@ pub struct Webhook {
     metrics: Arc<Metrics>,
     /// Warning Events on secrets that get no token; None without a Kubernetes client.
     events: Option<Arc<EventSink>>,
-}
-
-const WARNING_PREFIX: &str = "ecr-token-webhook: ";
-
-/// The parts of an AdmissionReview the webhook reads, through serde_json: strings borrow from
-/// the body where they can; `oldObject`, `userInfo`, `managedFields` and the rest are skipped.
-#[derive(Deserialize)]
-struct ReviewIn<'a> {
-    #[serde(rename = "apiVersion", borrow)]
-    api_version: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RequestIn<'a> {
-    #[serde(borrow)]
-    uid: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: KindIn<'a>,
-    #[serde(borrow, default)]
-    name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    operation: Cow<'a, str>,
-    #[serde(default)]
-    object: Option<SecretObject>,
-    /// A dry run is never persisted: it gets its answer but no Event.
-    #[serde(default, rename = "dryRun")]
-    dry_run: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct KindIn<'a> {
-    #[serde(borrow, default)]
-    group: Cow<'a, str>,
-    #[serde(borrow, default)]
-    version: Cow<'a, str>,
-    #[serde(borrow, default)]
-    kind: Cow<'a, str>,
-}
-
-/// The webhook's answer to one review: the AdmissionReview's `response`, as serialized.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Answer<'a> {
-    /// Borrowed from the review's body where the request's uid is.
-    uid: Cow<'a, str>,
-    allowed: bool,
-    /// Why the write is denied (only when not allowed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<Denial>,
-    #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    /// A JSON patch (RFC 6902), serialized, then base64-encoded as the answer carries it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-}
-
-/// A denial's status: 403 with the reason.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Denial {
-    code: u16,
-    message: String,
-}
-
-impl<'a> Answer<'a> {
-    fn allow(uid: impl Into<Cow<'a, str>>) -> Self {
-        Answer {
-            uid: uid.into(),
-            allowed: true,
-            status: None,
-            patch_type: None,
-            patch: None,
-            warnings: Vec::new(),
-        }
-    }
-
-    fn warn(&mut self, message: impl AsRef<str>) {
-        self.warnings
-            .push(format!("{WARNING_PREFIX}{}", message.as_ref()));
-    }
-
-    fn deny(mut self, reason: String) -> Self {
-        self.allowed = false;
-        self.status = Some(Denial {
-            code: 403,
-            message: reason,
-        });
-        self.patch_type = None;
-        self.patch = None;
-        self
-    }
-
-    fn with_patch(mut self, patch: &json_patch::Patch) -> Self {
-        use base64::Engine;
-        match serde_json::to_vec(patch) {
-            Ok(json) => {
-                self.patch_type = Some("JSONPatch");
-                self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
-            }
-            // Plain data cannot fail to serialize; if it ever did, say so rather than panic.
-            Err(e) => self.warn(format!("cannot serialize patch: {e}")),
-        }
-        self
-    }
-
-    /// The JSON patch the answer carries, decoded (for tests and tools).
-    pub fn patch(&self) -> Option<Vec<u8>> {
-        use base64::Engine;
-        let p = self.patch.as_ref()?;
-        base64::engine::general_purpose::STANDARD
-            .decode(p.as_bytes())
-            .ok()
-    }
-
-    pub fn allowed(&self) -> bool {
-        self.allowed
-    }
-
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
 }
 
 impl Webhook {
@@ -251,7 +131,7 @@ impl Webhook {
             }
             _ => tracing::info!(uid = %req.uid, namespace, secret = %req.name, kind,
                 outcome = outcome.label(), took_ms,
-                warnings = %logging::list(&answer.warnings), "answered"),
+                warnings = %logging::list(answer.warnings()), "answered"),
         }
         Ok(answer)
     }
@@ -415,7 +295,7 @@ impl Webhook {
         }
         // The reason is the answer's last warning (stale-token warnings come before it).
         let message = answer
-            .warnings
+            .warnings()
             .last()
             .map(|w| w.strip_prefix(WARNING_PREFIX).unwrap_or(w).to_string())
             .unwrap_or_default();
@@ -528,31 +408,6 @@ fn partial_reason(plan: &secret::Plan, failed: &[(&TokenKey, &TokenError)]) -> S
     crate::text::truncate(&reason, 512)
 }
 
-/// Allowed, with a warning and the `error` annotation: the secret keeps what it had.
-fn with_error<'a>(mut answer: Answer<'a>, view: &SecretView, reason: &str) -> Answer<'a> {
-    answer.warn(reason);
-    let patch = secret::error_patch(view, reason);
-    answer.with_patch(&patch)
-}
-
-/// The answer as the API server reads it: an AdmissionReview around the response.
-#[derive(Serialize)]
-struct ReviewOut<'r, 'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    response: &'r Answer<'a>,
-}
-
-/// The answer's bytes.
-pub fn to_json(answer: &Answer) -> serde_json::Result<Vec<u8>> {
-    serde_json::to_vec(&ReviewOut {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: answer,
-    })
-}
-
 /// The time the webhook may spend on a request whose API-server `timeout` is `timeout`:
 /// a tenth (at least 200 ms) is kept back for the answer to travel.
 pub fn budget_for(timeout: Duration) -> Duration {
@@ -562,6 +417,7 @@ pub fn budget_for(timeout: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     fn read(body: &str) -> serde_json::Result<ReviewIn<'_>> {
         serde_json::from_str(body)
