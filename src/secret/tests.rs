@@ -1,5 +1,9 @@
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
 use super::*;
-use std::time::Duration;
+use crate::aws::token::Token;
 
 const USE1: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const EUC1: &str = "210987654321.dkr.ecr.eu-central-1.amazonaws.com";
