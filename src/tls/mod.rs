@@ -1,22 +1,22 @@
-//! TLS: loading a PEM pair into a rustls server config, and generating a CA and serving
-//! certificate with rcgen (for `--tls-self-signed` and `ecr-token-webhook certs`).
+//! TLS: a PEM pair as a rustls server config (here), from files polled for changes
+//! (`files.rs`), generated with rcgen for `--tls-self-signed` and `certs` (`generated.rs`), or
+//! kept in a Secret by the webhook itself ([`self_managed`]); and who may call
+//! ([`client_auth`]).
 
 pub mod client_auth;
+mod files;
+mod generated;
 pub mod self_managed;
 
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::reload::{Poll, Source};
+pub use files::{PairReloader, ServingPair, load_files, load_files_with};
+pub use generated::{Generated, generate, generate_ca, service_names, sign_leaf, write_dir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -98,252 +98,6 @@ pub fn server_config_with(
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Reads and validates a PEM certificate chain and key from files.
-pub fn load_files(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    load_files_with(cert, key, None)
-}
-
-/// [`load_files`] with a client-certificate verifier (see [`server_config_with`]).
-pub fn load_files_with(
-    cert: &Path,
-    key: &Path,
-    client: ClientVerifier,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| TlsError::Read {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-    server_config_with(&cert_pem, &key_pem, &cert.display().to_string(), client)
-}
-
-/// A CA and a serving certificate it signed, all PEM.
-pub struct Generated {
-    pub ca_cert_pem: String,
-    pub ca_key_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl Generated {
-    /// The CA as a webhook configuration's `caBundle`: base64 of the PEM.
-    pub fn ca_bundle(&self) -> String {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(&self.ca_cert_pem)
-    }
-}
-
-/// The DNS names a webhook Service answers to.
-pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
-    vec![
-        service.to_string(),
-        format!("{service}.{namespace}"),
-        format!("{service}.{namespace}.svc"),
-        format!("{service}.{namespace}.svc.cluster.local"),
-    ]
-}
-
-/// Generates a CA and a serving certificate for `names` (DNS names or IP addresses), both
-/// valid for `validity`.
-pub fn generate(names: &[String], validity: Duration) -> Result<Generated, TlsError> {
-    let (ca_cert_pem, ca_key_pem) = generate_ca(validity)?;
-    let (cert_pem, key_pem) = sign_leaf(&ca_key_pem, names, validity)?;
-    Ok(Generated {
-        ca_cert_pem,
-        ca_key_pem,
-        cert_pem,
-        key_pem,
-    })
-}
-
-fn validity_window(validity: Duration) -> (time::OffsetDateTime, time::OffsetDateTime) {
-    let now = time::OffsetDateTime::now_utc();
-    // Backdate a little so a node whose clock lags does not reject a brand-new certificate.
-    let secs = validity.as_secs().min(100 * 365 * 24 * 3600) as i64;
-    (
-        now - time::Duration::minutes(5),
-        now + time::Duration::seconds(secs),
-    )
-}
-
-/// The CA's parameters. Rebuilt identically to sign new leaves under an existing CA key: the
-/// issuer name and key identifier come from these and the key, so no parsing is needed.
-fn ca_params() -> Result<CertificateParams, TlsError> {
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "ecr-token-webhook CA");
-    ca.distinguished_name = dn;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    Ok(ca)
-}
-
-/// A new CA: certificate and key, PEM.
-pub fn generate_ca(validity: Duration) -> Result<(String, String), TlsError> {
-    let key = KeyPair::generate()?;
-    let mut ca = ca_params()?;
-    (ca.not_before, ca.not_after) = validity_window(validity);
-    let cert = ca.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// A serving certificate for `names`, signed by the CA whose key is `ca_key_pem`.
-pub fn sign_leaf(
-    ca_key_pem: &str,
-    names: &[String],
-    validity: Duration,
-) -> Result<(String, String), TlsError> {
-    let ca_key = KeyPair::from_pem(ca_key_pem)?;
-    let key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        names
-            .first()
-            .map(String::as_str)
-            .unwrap_or("ecr-token-webhook"),
-    );
-    leaf.distinguished_name = dn;
-    for name in names {
-        let san = match name.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(
-                name.clone()
-                    .try_into()
-                    .map_err(|_| TlsError::Name(name.clone()))?,
-            ),
-        };
-        leaf.subject_alt_names.push(san);
-    }
-    leaf.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    (leaf.not_before, leaf.not_after) = validity_window(validity);
-    let issuer = Issuer::new(ca_params()?, &ca_key);
-    let cert = leaf.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir` (keys readable by the owner only).
-/// Returns the paths of the serving certificate and key.
-pub fn write_dir(dir: &Path, g: &Generated) -> Result<(PathBuf, PathBuf), TlsError> {
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let files = [
-        ("ca.crt", &g.ca_cert_pem, false),
-        ("ca.key", &g.ca_key_pem, true),
-        ("tls.crt", &g.cert_pem, false),
-        ("tls.key", &g.key_pem, true),
-    ];
-    for (name, content, private) in files {
-        let path = dir.join(name);
-        write_file(&path, content.as_bytes(), private).map_err(|source| TlsError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
-    Ok((dir.join("tls.crt"), dir.join("tls.key")))
-}
-
-fn write_file(path: &Path, content: &[u8], private: bool) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(content)
-}
-
-/// Keeps a served TLS pair in step with its files. cert-manager rotates a mounted Secret by
-/// swapping the kubelet's `..data` symlink, which file watches miss, so the files are polled and
-/// compared byte for byte. A pair that does not load (half-written, mismatched) is refused with
-/// a log line and the pair in service stays; it is tried again at the next change.
-/// Polls the serving pair's files ([`crate::reload`]).
-pub struct PairReloader {
-    cert: PathBuf,
-    key: PathBuf,
-    last: (Vec<u8>, Vec<u8>),
-    client: ClientVerifier,
-}
-
-/// A pair that was read and put together: its server config and its certificate's expiry.
-#[derive(Debug)]
-pub struct ServingPair {
-    pub config: Arc<rustls::ServerConfig>,
-    pub not_after: Option<SystemTime>,
-}
-
-impl PairReloader {
-    /// Starts from the pair currently in service (as read at start-up).
-    pub fn new(cert: &Path, key: &Path) -> Self {
-        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
-        PairReloader {
-            last: (read(cert), read(key)),
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            client: None,
-        }
-    }
-
-    /// Reloaded pairs keep asking clients for certificates verified by `client`.
-    pub fn with_client_auth(mut self, client: ClientVerifier) -> Self {
-        self.client = client;
-        self
-    }
-
-    /// The expiry of the certificate last read (the one in service unless it was refused).
-    pub fn not_after(&self) -> Option<SystemTime> {
-        not_after(&self.last.0, "TLS certificate").ok()
-    }
-}
-
-impl Source for PairReloader {
-    type Value = ServingPair;
-
-    /// Reads both files; a new server config when they changed and form a valid pair.
-    fn poll(&mut self) -> Poll<ServingPair> {
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| TlsError::Read {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let pair = match read(&self.cert).and_then(|c| Ok((c, read(&self.key)?))) {
-            Ok(pair) => pair,
-            Err(e) => return Poll::Refused(e.to_string()),
-        };
-        if pair == self.last {
-            return Poll::Unchanged;
-        }
-        let result = server_config_with(
-            &pair.0,
-            &pair.1,
-            &self.cert.display().to_string(),
-            self.client.clone(),
-        );
-        // Remember what was seen either way: a refused pair is logged once, not every poll.
-        self.last = pair;
-        match result {
-            Ok(config) => Poll::Changed(ServingPair {
-                config,
-                not_after: self.not_after(),
-            }),
-            Err(e) => Poll::Refused(e.to_string()),
-        }
-    }
 }
 
 #[cfg(test)]
