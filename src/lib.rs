@@ -1,14 +1,20 @@
 //! ecr-token-webhook: a mutating admission webhook that writes fresh Amazon ECR tokens into
 //! opted-in Kubernetes Secrets.
 //!
-//! Pure logic lives in [`registry`], [`secret`], [`policy`], [`refresh`] (the refresher's
-//! decisions), [`state`] (a secret's state, shared by the refresher and `status`), [`text`] and
-//! [`time`]; the edges are [`ecr`] and [`token`] (AWS and the token cache), [`server`] (HTTP),
-//! [`tls`], [`selfmanaged`] and [`client_auth`] (TLS), [`policy_file`] and [`namespaces`] (the
-//! policy's inputs), [`events`] (Warning Events on secrets), [`refresher`] and [`leader`] (the
-//! refresh cycle), [`metrics`], [`logging`], [`cli`] and [`status`] (the commands), and
-//! [`admission`], which joins them. The map, with how a review and a refresh flow through the
-//! modules: docs/architecture.md.
+//! One folder per concern:
+//! - [`admission`]: a review in, the decision, the answer out;
+//! - [`secret`]: a Secret's kind, registries and plan, and the patches that write tokens;
+//! - [`policy`]: who may receive tokens for what, the policy file and namespace labels;
+//! - [`aws`]: ECR tokens through the SDK and the cache in front of them;
+//! - [`refresher`]: the refresh cycle (list, decide, touch) and leader election;
+//! - [`tls`]: serving pairs from files, generated or self-managed, and caller authentication;
+//! - [`commands`]: `serve`, `status` and `certs`, and their flags.
+//!
+//! Beside them: [`server`] (the HTTP edge), [`reload`] (files re-read while serving),
+//! [`events`] (Warning Events on secrets), [`metrics`] and [`logging`], and the shared pure
+//! vocabularies [`registry`] (ECR hosts), [`state`] (a secret's state, for the refresher and
+//! `status`), [`text`] and [`time`]. The map, with how a review and a refresh flow through the
+//! files: docs/architecture.md.
 //! No module imports one that imports it back (tests/release/test_module_graph.py).
 #![forbid(unsafe_code)]
 

@@ -122,10 +122,10 @@ def schema_errors(objects: list[dict], version: str) -> list[str]:
 
 
 def cli_env_vars() -> set[str]:
-    """Every ECR_TOKEN_WEBHOOK_* variable the binary reads, from src/cli.rs."""
-    text = (REPO_ROOT / "src" / "cli.rs").read_text()
+    """Every ECR_TOKEN_WEBHOOK_* variable the binary reads, from its flags in src/commands/."""
+    text = "\n".join(p.read_text() for p in sorted((REPO_ROOT / "src" / "commands").rglob("*.rs")))
     found = set(re.findall(r'env\s*=\s*"(ECR_TOKEN_WEBHOOK_[A-Z0-9_]+)"', text))
-    assert found, "no ECR_TOKEN_WEBHOOK_* variables found in src/cli.rs"
+    assert found, "no ECR_TOKEN_WEBHOOK_* variables found in src/commands/"
     return found
 
 

@@ -92,7 +92,7 @@ def test_names_match_the_rest_of_deploy(tmp_path):
     tls_secret = cm["data"]["ECR_TOKEN_WEBHOOK_TLS_SECRET_NAME"]
     assert f"request.name == '{tls_secret}'" in text
 
-    consts = dict(re.findall(r'pub const ([A-Z_]+): &str = "([^"]+)";', (REPO_ROOT / "src" / "secret.rs").read_text()))
+    consts = dict(re.findall(r'pub const ([A-Z_]+): &str = "([^"]+)";', (REPO_ROOT / "src" / "secret" / "mod.rs").read_text()))
     writable = ["TOUCHED_AT_ANNOTATION", "EXPIRES_AT_ANNOTATION", "ERROR_ANNOTATION"]
     assert f"[{', '.join(repr(consts[k]) for k in writable)}]" in text
     assert text.count(f"'{consts['INJECT_LABEL']}'") >= 2

@@ -517,7 +517,7 @@ def test_environment_names_only_variables_the_binary_reads(case):
     objs = render(values, name, namespace)
     known = cli_env_vars()
     for key in config_map_data(objs):
-        assert key in known, f"{key} is not read by the binary (src/cli.rs)"
+        assert key in known, f"{key} is not read by the binary (src/commands/)"
     for e in container(objs)["env"]:
         assert e["name"] in known | {"POD_NAME", "POD_NAMESPACE", "AWS_REGION"}, e["name"]
 

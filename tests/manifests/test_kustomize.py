@@ -275,7 +275,7 @@ def test_environment_names_only_variables_the_binary_reads(base_objects):
     data = config_map_data(base_objects)
     assert data["ECR_TOKEN_WEBHOOK_LOG_FORMAT"] == "json"
     for key in data:
-        assert key in known, f"{key} is not read by the binary (src/cli.rs)"
+        assert key in known, f"{key} is not read by the binary (src/commands/)"
     env = {e["name"]: e for e in container(base_objects).get("env", [])}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
