@@ -25,7 +25,8 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     /// The webhook's own namespace (its Service, TLS Secret and Lease). Default: the pod's
     /// (POD_NAMESPACE or the service account's), else `default`.
-    #[arg(long, env = "ECR_TOKEN_WEBHOOK_NAMESPACE")]
+    // Under Options: the heading of the group before would otherwise carry on.
+    #[arg(long, env = "ECR_TOKEN_WEBHOOK_NAMESPACE", help_heading = None)]
     pub namespace: Option<String>,
     #[command(flatten, next_help_heading = "Tokens")]
     pub tokens: TokenArgs,
