@@ -106,15 +106,14 @@ impl PolicyArgs {
         })
     }
 
-    /// The flags' lists, refused beside a policy file unless they say only `serve`'s defaults,
-    /// so no setting is ever silently ignored.
-    fn checked_lists(&self) -> Result<Lists, PolicyArgsError> {
-        let lists = self.lists()?;
+    /// Refuses the lists beside a policy file unless they say only `serve`'s defaults, so no
+    /// setting is ever silently ignored.
+    fn check_beside_file(&self, lists: &Lists) -> Result<(), PolicyArgsError> {
         match &self.policy_file {
             Some(path) if lists.policy() != Policy::default() => {
                 Err(PolicyArgsError::FileAndFlags(path.clone()))
             }
-            _ => Ok(lists),
+            _ => Ok(()),
         }
     }
 
@@ -125,7 +124,8 @@ impl PolicyArgs {
 
     /// [`PolicyArgs::policy`], with the policy file's content as read (for the reloader).
     pub fn load_policy(&self) -> Result<(Policy, Option<Vec<u8>>), PolicyArgsError> {
-        let lists = self.checked_lists()?;
+        let lists = self.lists()?;
+        self.check_beside_file(&lists)?;
         match &self.policy_file {
             None => Ok((lists.policy(), None)),
             Some(path) => {
@@ -135,20 +135,26 @@ impl PolicyArgs {
         }
     }
 
-    /// What `status` is told of the webhook's policy; a list given empty is not checked.
+    /// What `status` is told of the webhook's policy. A list given empty is not checked (and
+    /// not refused beside a policy file): for `status` it says nothing.
     pub fn known(&self) -> Result<Known, PolicyArgsError> {
-        let lists = self.checked_lists()?;
+        let lists = self.lists()?;
+        let lists = Lists {
+            namespaces: lists.namespaces.filter(|v| !v.is_empty()),
+            registries: lists.registries.filter(|v| !v.is_empty()),
+            role_arns: lists.role_arns.filter(|v| !v.is_empty()),
+        };
+        self.check_beside_file(&lists)?;
         if let Some(path) = &self.policy_file {
             return Ok(Known {
                 policy: Some(crate::policy::file::load(path)?.0),
                 ..Known::default()
             });
         }
-        let given = |v: Option<Vec<Pattern>>| v.filter(|v| !v.is_empty());
         Ok(Known {
-            namespaces: given(lists.namespaces),
-            registries: lists.registries.filter(|v| !v.is_empty()),
-            role_arns: given(lists.role_arns),
+            namespaces: lists.namespaces,
+            registries: lists.registries,
+            role_arns: lists.role_arns,
             policy: None,
         })
     }

@@ -202,6 +202,16 @@ fn a_policy_file_replaces_the_flags() {
     assert!(k.namespaces.is_none());
     let e = status(&["--allowed-role-arns", "arn:aws:iam::123456789012:role/x"]).unwrap_err();
     assert!(e.contains("replaces --allowed-namespaces"), "{e}");
+    // A list given empty says nothing to status; to serve it says "none", which the file would
+    // silently override.
+    assert!(
+        status(&["--allowed-namespaces", ""])
+            .unwrap()
+            .policy
+            .is_some()
+    );
+    let e = serve(&["--allowed-namespaces", ""]).unwrap_err();
+    assert!(e.contains("replaces --allowed-namespaces"), "{e}");
 
     std::fs::write(&file, "rules: []\n").unwrap();
     let e = serve(&[]).unwrap_err();
