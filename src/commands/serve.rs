@@ -56,47 +56,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let verifier: tls::ClientVerifier = client_auth.clone().map(|a| a as _);
-    let Some(mode) = args.tls.mode() else {
-        return Err(anyhow!(
-            "--tls-cert-file and --tls-key-file, --tls-self-signed or --tls-self-managed is required"
-        ));
-    };
-    let mut reloader = None;
-    let mut self_managed = None;
-    let tls_config = match mode {
-        TlsMode::SelfManaged => {
-            let kube = kube.clone().unwrap_or(Err(NoClient::NotNeeded));
-            let (sm, material) =
-                start_self_managed(&args, kube, &metrics, verifier.clone()).await?;
-            metrics.set_tls_not_after(material.not_after);
-            let config = material.server_config_with(verifier.clone());
-            self_managed = Some((sm, material));
-            config?
-        }
-        TlsMode::SelfSigned { dir } => {
-            let names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
-            let generated = tls::generate(&names, std::time::Duration::from_secs(7 * 24 * 3600))?;
-            tls::write_dir(&dir, &generated)?;
-            if let Ok(t) = tls::not_after(generated.cert_pem.as_bytes(), "self-signed") {
-                metrics.set_tls_not_after(t);
-            }
-            tracing::info!(ca = %dir.join("ca.crt").display(), "self-signed TLS: trust this CA to call the webhook");
-            tls::server_config_with(
-                generated.cert_pem.as_bytes(),
-                generated.key_pem.as_bytes(),
-                "self-signed",
-                verifier.clone(),
-            )?
-        }
-        TlsMode::Files { cert, key } => {
-            let r = PairReloader::new(cert, key).with_client_auth(verifier.clone());
-            if let Some(t) = r.not_after() {
-                metrics.set_tls_not_after(t);
-            }
-            reloader = Some(r);
-            tls::load_files_with(cert, key, verifier.clone())?
-        }
-    };
+    let tls = start_tls(&args, kube.as_ref(), &metrics, verifier).await?;
 
     let source = Arc::new(EcrTokenSource::new(load_sdk_config().await));
     let cache_config = CacheConfig {
@@ -150,8 +110,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         addr: args.listen.listen,
         metrics_addr: args.listen.metrics_listen,
     };
-    let mut running = server::start(listen, tls_config, webhook, metrics.clone(), tokens).await?;
-    if let Some(reloader) = reloader {
+    let mut running = server::start(listen, tls.config, webhook, metrics.clone(), tokens).await?;
+    if let Some(reloader) = tls.reloader {
         reloads::tls_pair(
             running.tls.clone(),
             reloader,
@@ -162,7 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(auth) = client_auth {
         reloads::client_ca(auth, args.tls.tls_reload_interval, metrics.clone());
     }
-    if let Some((sm, material)) = self_managed {
+    if let Some((sm, material)) = tls.self_managed {
         sm.spawn_maintainer(running.tls.clone(), material, metrics.clone());
     }
     let (stop, stopped) = watch::channel(false);
@@ -215,6 +175,71 @@ enum NoClient {
     Client(String),
     #[error("no Kubernetes client")]
     NotNeeded,
+}
+
+/// The serving configuration of the TLS mode chosen, and what keeps it current once the
+/// server runs: the files' reloader, or the self-managed pair's maintainer.
+struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    reloader: Option<PairReloader>,
+    self_managed: Option<(SelfManaged, Material)>,
+}
+
+async fn start_tls(
+    args: &ServeArgs,
+    kube: Option<&Result<(kube::Client, String), NoClient>>,
+    metrics: &Metrics,
+    verifier: tls::ClientVerifier,
+) -> anyhow::Result<Tls> {
+    let Some(mode) = args.tls.mode() else {
+        return Err(anyhow!(
+            "--tls-cert-file and --tls-key-file, --tls-self-signed or --tls-self-managed is required"
+        ));
+    };
+    let tls = match mode {
+        TlsMode::SelfManaged => {
+            let kube = kube.cloned().unwrap_or(Err(NoClient::NotNeeded));
+            let (sm, material) = start_self_managed(args, kube, metrics, verifier.clone()).await?;
+            metrics.set_tls_not_after(material.not_after);
+            Tls {
+                config: material.server_config_with(verifier)?,
+                reloader: None,
+                self_managed: Some((sm, material)),
+            }
+        }
+        TlsMode::SelfSigned { dir } => {
+            let names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+            let generated = tls::generate(&names, std::time::Duration::from_secs(7 * 24 * 3600))?;
+            tls::write_dir(&dir, &generated)?;
+            if let Ok(t) = tls::not_after(generated.cert_pem.as_bytes(), "self-signed") {
+                metrics.set_tls_not_after(t);
+            }
+            tracing::info!(ca = %dir.join("ca.crt").display(), "self-signed TLS: trust this CA to call the webhook");
+            let config = tls::server_config_with(
+                generated.cert_pem.as_bytes(),
+                generated.key_pem.as_bytes(),
+                "self-signed",
+                verifier,
+            )?;
+            Tls {
+                config,
+                reloader: None,
+                self_managed: None,
+            }
+        }
+        TlsMode::Files { cert, key } => {
+            let reloader = PairReloader::new(cert, key).with_client_auth(verifier.clone());
+            if let Some(t) = reloader.not_after() {
+                metrics.set_tls_not_after(t);
+            }
+            Tls {
+                config: tls::load_files_with(cert, key, verifier)?,
+                reloader: Some(reloader),
+                self_managed: None,
+            }
+        }
+    };
+    Ok(tls)
 }
 
 /// A Kubernetes client (in-cluster or kubeconfig) and the webhook's own namespace.
