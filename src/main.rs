@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             .build()
         {
             Ok(rt) => rt.block_on(serve::serve(*args)),
-            Err(e) => Err(format!("cannot start the runtime: {e}")),
+            Err(e) => Err(anyhow::anyhow!("cannot start the runtime: {e}")),
         },
     };
     match result {
@@ -53,10 +53,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let directives = logging::filter_directives(level);
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -12,9 +12,21 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(s.trim()).ok()
 }
 
-/// Parses `90s`, `5m`, `6h`, `1h30m` (and Go's `1m0s`, which the API server sends).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+/// A duration that is not one, with the text given.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid duration {input:?}: {error}")]
+pub struct DurationError {
+    input: String,
+    error: humantime::DurationError,
+}
+
+/// Parses `90s`, `5m`, `6h`, `1h30m` (and Go's `1m0s`, which the API server sends). Also the
+/// flags' value parser: clap prints the error after the flag's name.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(s.trim()).map_err(|error| DurationError {
+        input: s.to_string(),
+        error,
+    })
 }
 
 /// `5h12m`, `3m20s`, `45s`, `2d3h`: the two largest units, the second dropped at zero.

@@ -319,7 +319,7 @@ impl Webhook {
         };
         tokio::time::timeout_at(deadline.into(), source.labels(namespace))
             .await
-            .map(|r| r.map(Some))
+            .map(|r| r.map(Some).map_err(|e| e.to_string()))
             .unwrap_or_else(|_| {
                 Err("no answer from the Kubernetes API within the request timeout".into())
             })

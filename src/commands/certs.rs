@@ -4,11 +4,12 @@
 use crate::commands::cli::CertsArgs;
 use crate::tls;
 
-pub fn certs(args: &CertsArgs) -> Result<(), String> {
+/// Errors are only printed (by `main`), hence `anyhow`.
+pub fn certs(args: &CertsArgs) -> anyhow::Result<()> {
     let mut names = tls::service_names(&args.service, &args.namespace);
     names.extend(args.extra_names.iter().filter(|n| !n.is_empty()).cloned());
-    let generated = tls::generate(&names, args.validity).map_err(|e| e.to_string())?;
-    let (cert, key) = tls::write_dir(&args.out_dir, &generated).map_err(|e| e.to_string())?;
+    let generated = tls::generate(&names, args.validity)?;
+    let (cert, key) = tls::write_dir(&args.out_dir, &generated)?;
     eprintln!(
         "wrote {}, {} and the CA ({}/ca.crt) for {}",
         cert.display(),

@@ -14,7 +14,25 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 
 pub type Labels = Arc<BTreeMap<String, String>>;
-pub type LabelsFuture<'a> = Pin<Box<dyn Future<Output = Result<Labels, String>> + Send + 'a>>;
+pub type LabelsFuture<'a> = Pin<Box<dyn Future<Output = Result<Labels, LabelsError>> + Send + 'a>>;
+
+/// Why a namespace's labels could not be read; the policy refuses with this text. Cloned, as
+/// concurrent lookups of one namespace share one failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LabelsError {
+    /// The process has no Kubernetes client, and why.
+    #[error("{0}")]
+    NoClient(String),
+    #[error("{0} (the webhook's ServiceAccount needs get on namespaces)")]
+    Forbidden(String),
+    /// The API server's own message.
+    #[error("{0}")]
+    Api(String),
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Unreachable(String),
+    #[error("namespaces \"{0}\" not found")]
+    NotFound(String),
+}
 
 /// Where namespace labels come from: the API server in production, a map in tests.
 pub trait NamespaceLabels: Send + Sync + 'static {
@@ -24,14 +42,14 @@ pub trait NamespaceLabels: Send + Sync + 'static {
 /// Labels read through the Kubernetes API and cached for `ttl`. Concurrent misses for one
 /// namespace share one request; failures are not cached.
 pub struct KubeNamespaceLabels {
-    client: Result<kube::Client, String>,
+    client: Result<kube::Client, LabelsError>,
     cache: moka::future::Cache<String, Labels>,
 }
 
 impl KubeNamespaceLabels {
     /// `client` is the reason there is none when the process has no Kubernetes configuration:
     /// rules with selectors then refuse with it.
-    pub fn new(client: Result<kube::Client, String>, ttl: Duration) -> Self {
+    pub fn new(client: Result<kube::Client, LabelsError>, ttl: Duration) -> Self {
         KubeNamespaceLabels {
             client,
             cache: moka::future::Cache::builder()
@@ -41,17 +59,14 @@ impl KubeNamespaceLabels {
         }
     }
 
-    async fn fetch(&self, namespace: &str) -> Result<Labels, String> {
+    async fn fetch(&self, namespace: &str) -> Result<Labels, LabelsError> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
         let api: Api<Namespace> = Api::all(client.clone());
         match api.get_metadata(namespace).await {
             Ok(meta) => Ok(Arc::new(meta.metadata.labels.unwrap_or_default())),
-            Err(kube::Error::Api(s)) if s.code == 403 => Err(format!(
-                "{} (the webhook's ServiceAccount needs get on namespaces)",
-                s.message
-            )),
-            Err(kube::Error::Api(s)) => Err(s.message),
-            Err(e) => Err(format!("cannot reach the Kubernetes API: {e}")),
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(LabelsError::Forbidden(s.message)),
+            Err(kube::Error::Api(s)) => Err(LabelsError::Api(s.message)),
+            Err(e) => Err(LabelsError::Unreachable(e.to_string())),
         }
     }
 }
@@ -77,7 +92,7 @@ impl NamespaceLabels for StaticNamespaceLabels {
                 .get(namespace)
                 .cloned()
                 .map(Arc::new)
-                .ok_or_else(|| format!("namespaces \"{namespace}\" not found"))
+                .ok_or_else(|| LabelsError::NotFound(namespace.to_string()))
         })
     }
 }

@@ -8,6 +8,7 @@ mod binary;
 mod caller_auth;
 mod credentials;
 mod ecr_tokens;
+mod flags;
 mod monitoring;
 mod moto;
 mod policy_file;

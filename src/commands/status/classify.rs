@@ -7,6 +7,7 @@ use kube::core::DynamicObject;
 use serde_json::{Value, json};
 
 use crate::commands::cli::Known;
+use crate::policy::namespaces::LabelsError;
 use crate::policy::{self, Decision, Labels, Reason, Refusal};
 use crate::refresher::RefresherConfig;
 use crate::secret::{
@@ -70,7 +71,7 @@ pub struct Context {
     pub known: Known,
     /// Labels of the namespaces whose policy rules select by label (read by [`run`]), or why
     /// they could not be read.
-    pub namespace_labels: BTreeMap<String, Result<BTreeMap<String, String>, String>>,
+    pub namespace_labels: BTreeMap<String, Result<BTreeMap<String, String>, LabelsError>>,
 }
 
 /// One secret, as `status` shows it. Holds no secret value.
@@ -199,9 +200,13 @@ impl Explainer<'_> {
         let role = plan.and_then(|p| p.role_arn.as_deref());
         let refusals = match &known.policy {
             Some(policy) => {
+                let unknown;
                 let labels = match self.cx.namespace_labels.get(ns) {
                     Some(Ok(l)) => Labels::Known(l),
-                    Some(Err(e)) => Labels::Unknown(e),
+                    Some(Err(e)) => {
+                        unknown = e.to_string();
+                        Labels::Unknown(&unknown)
+                    }
                     None => Labels::Unknown("status did not read them"),
                 };
                 match policy.decide(ns, labels, registries, role) {

@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use anyhow::anyhow;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, ListParams};
 use kube::core::DynamicObject;
 
 use crate::commands::cli::{Known, OutputFormat, StatusArgs};
+use crate::policy::namespaces::LabelsError;
 use crate::secret::INJECT_LABEL;
 
 mod classify;
@@ -52,18 +54,19 @@ pub async fn run(args: &StatusArgs) -> u8 {
     }
 }
 
-async fn report(args: &StatusArgs) -> Result<(String, u8), String> {
-    let known = args.known()?;
+/// Errors are only printed, hence `anyhow`.
+async fn report(args: &StatusArgs) -> anyhow::Result<(String, u8)> {
+    let known = args.policy.known()?;
     let mut config = match &args.context {
         Some(context) => kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions {
             context: Some(context.clone()),
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("kubeconfig context {context:?}: {e}"))?,
+        .map_err(|e| anyhow!("kubeconfig context {context:?}: {e}"))?,
         None => kube::Config::infer()
             .await
-            .map_err(|e| format!("no Kubernetes configuration (kubeconfig or in-cluster): {e}"))?,
+            .map_err(|e| anyhow!("no Kubernetes configuration (kubeconfig or in-cluster): {e}"))?,
     };
     // A status check should answer or fail promptly, not wait out kube's 295 s read timeout.
     config.connect_timeout = Some(Duration::from_secs(10));
@@ -80,10 +83,10 @@ async fn report(args: &StatusArgs) -> Result<(String, u8), String> {
         (None, None) => Scope::All,
     };
     let client = kube::Client::try_from(config)
-        .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+        .map_err(|e| anyhow!("cannot build a Kubernetes client: {e}"))?;
     let objects = fetch(&client, &scope)
         .await
-        .map_err(|e| explain_kube_error(&e, &scope, &server))?;
+        .map_err(|e| anyhow!(explain_kube_error(&e, &scope, &server)))?;
     let now = SystemTime::now();
     let cx = Context {
         now,
@@ -107,7 +110,7 @@ async fn namespace_labels(
     client: &kube::Client,
     known: &Known,
     objects: &[DynamicObject],
-) -> BTreeMap<String, Result<BTreeMap<String, String>, String>> {
+) -> BTreeMap<String, Result<BTreeMap<String, String>, LabelsError>> {
     let mut out = BTreeMap::new();
     let Some(policy) = &known.policy else {
         return out;
@@ -122,8 +125,8 @@ async fn namespace_labels(
         }
         let labels = match api.get_metadata(ns).await {
             Ok(m) => Ok(m.metadata.labels.unwrap_or_default()),
-            Err(kube::Error::Api(s)) => Err(s.message),
-            Err(e) => Err(chain(&e)),
+            Err(kube::Error::Api(s)) => Err(LabelsError::Api(s.message)),
+            Err(e) => Err(LabelsError::Unreachable(chain(&e))),
         };
         out.insert(ns.to_string(), labels);
     }
