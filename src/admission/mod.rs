@@ -14,7 +14,7 @@ use crate::aws::token::{Served, Token, TokenCache, TokenError, TokenKey};
 pub use crate::events::EventSink;
 use crate::logging;
 use crate::metrics::{AdmissionOutcome as Outcome, Metrics, Operation};
-use crate::policy::namespaces::NamespaceLabels;
+use crate::policy::namespaces::{LabelsError, NamespaceLabels};
 use crate::policy::{Decision, Labels, Policy, Refusal, SharedPolicy};
 use crate::secret::{self, SecretKind, SecretView};
 use crate::time::rfc3339;
@@ -174,10 +174,14 @@ impl Webhook {
         let labels = self.namespace_labels(&policy, namespace, deadline).await;
         // No rule that could match selects by label: no lookup, and no map to allocate.
         static NONE_NEEDED: BTreeMap<String, String> = BTreeMap::new();
+        let why;
         let labels = match &labels {
             Ok(Some(l)) => Labels::Known(l),
             Ok(None) => Labels::Known(&NONE_NEEDED),
-            Err(e) => Labels::Unknown(e),
+            Err(e) => {
+                why = e.to_string();
+                Labels::Unknown(&why)
+            }
         };
         // The namespace first: a secret no rule covers is refused whatever its content.
         if let Decision::Refused(r) = policy.decide(namespace, labels, &[], None) {
@@ -310,19 +314,19 @@ impl Webhook {
         policy: &Policy,
         namespace: &str,
         deadline: Instant,
-    ) -> Result<Option<crate::policy::namespaces::Labels>, String> {
+    ) -> Result<Option<crate::policy::namespaces::Labels>, LabelsError> {
         if !policy.needs_labels(namespace) {
             return Ok(None);
         }
         let Some(source) = &self.namespace_labels else {
-            return Err("no Kubernetes client to read them with".into());
+            return Err(LabelsError::NoClient(
+                "no Kubernetes client to read them with".into(),
+            ));
         };
         tokio::time::timeout_at(deadline.into(), source.labels(namespace))
             .await
-            .map(|r| r.map(Some).map_err(|e| e.to_string()))
-            .unwrap_or_else(|_| {
-                Err("no answer from the Kubernetes API within the request timeout".into())
-            })
+            .unwrap_or(Err(LabelsError::Timeout))
+            .map(Some)
     }
 
     /// A policy refusal: no token, the `error` annotation and a warning that name the rule, and

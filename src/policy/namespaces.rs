@@ -32,6 +32,9 @@ pub enum LabelsError {
     Unreachable(String),
     #[error("namespaces \"{0}\" not found")]
     NotFound(String),
+    /// The lookup did not finish within the admission request's deadline.
+    #[error("no answer from the Kubernetes API within the request timeout")]
+    Timeout,
 }
 
 /// Where namespace labels come from: the API server in production, a map in tests.
