@@ -58,46 +58,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let verifier: tls::ClientVerifier = client_auth.clone().map(|a| a as _);
     let tls = start_tls(&args, kube.as_ref(), &metrics, verifier).await?;
 
-    let source = Arc::new(EcrTokenSource::new(load_sdk_config().await));
-    let cache_config = CacheConfig {
-        refresh_margin: args.tokens.refresh_margin,
-        backoff: args.tokens.ecr_backoff,
-        ..CacheConfig::default()
-    };
-    let tokens = Arc::new(TokenCache::new(source, cache_config, metrics.clone()));
-    let mut webhook = Webhook::new(
-        tokens.clone(),
-        policy.clone(),
-        args.tokens.failure_mode,
-        metrics.clone(),
-    );
-    // Events on secrets the webhook fails open on or refuses, with the client the binary
-    // already has; without one, none (said once here).
-    match &kube {
-        Some(Ok((client, _))) => {
-            webhook = webhook.with_events(EventSink::new(
-                client.clone(),
-                args.refresher.secret_namespaces(),
-            ));
-        }
-        Some(Err(e)) => {
-            tracing::info!(reason = %e, "no Kubernetes client: the webhook records no Events")
-        }
-        None => tracing::info!(
-            "no Kubernetes client (no refresher, self-managed TLS or policy file): the webhook records no Events"
-        ),
-    }
+    let (webhook, tokens) = webhook(&args, kube.as_ref(), &policy, &metrics).await;
     if let (Some(path), Some(bytes)) = (&args.policy.policy_file, policy_bytes) {
-        // Namespace labels only for rules with a namespaceSelector: read on demand, cached.
-        let client = match &kube {
-            Some(Ok((client, _))) => Ok(client.clone()),
-            Some(Err(e)) => Err(LabelsError::NoClient(e.to_string())),
-            None => Err(LabelsError::NoClient(NoClient::NotNeeded.to_string())),
-        };
-        webhook = webhook.with_namespace_labels(Arc::new(KubeNamespaceLabels::new(
-            client,
-            args.namespace_labels_ttl,
-        )));
         reloads::policy(
             policy.clone(),
             PolicyReloader::new(path, bytes),
@@ -105,7 +67,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metrics.clone(),
         );
     }
-    let webhook = Arc::new(webhook);
     let listen = Listen {
         addr: args.listen.listen,
         metrics_addr: args.listen.metrics_listen,
@@ -164,6 +125,58 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drained?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The webhook: tokens from ECR through the cache, the policy in force, Events and namespace
+/// labels with the process's Kubernetes client when it has one.
+async fn webhook(
+    args: &ServeArgs,
+    kube: Option<&Result<(kube::Client, String), NoClient>>,
+    policy: &SharedPolicy,
+    metrics: &Arc<Metrics>,
+) -> (Arc<Webhook>, Arc<TokenCache>) {
+    let source = Arc::new(EcrTokenSource::new(load_sdk_config().await));
+    let cache_config = CacheConfig {
+        refresh_margin: args.tokens.refresh_margin,
+        backoff: args.tokens.ecr_backoff,
+        ..CacheConfig::default()
+    };
+    let tokens = Arc::new(TokenCache::new(source, cache_config, metrics.clone()));
+    let mut webhook = Webhook::new(
+        tokens.clone(),
+        policy.clone(),
+        args.tokens.failure_mode,
+        metrics.clone(),
+    );
+    // Events on secrets the webhook fails open on or refuses, with the client the binary
+    // already has; without one, none (said once here).
+    match kube {
+        Some(Ok((client, _))) => {
+            webhook = webhook.with_events(EventSink::new(
+                client.clone(),
+                args.refresher.secret_namespaces(),
+            ));
+        }
+        Some(Err(e)) => {
+            tracing::info!(reason = %e, "no Kubernetes client: the webhook records no Events")
+        }
+        None => tracing::info!(
+            "no Kubernetes client (no refresher, self-managed TLS or policy file): the webhook records no Events"
+        ),
+    }
+    if args.policy.policy_file.is_some() {
+        // Namespace labels only for rules with a namespaceSelector: read on demand, cached.
+        let client = match kube {
+            Some(Ok((client, _))) => Ok(client.clone()),
+            Some(Err(e)) => Err(LabelsError::NoClient(e.to_string())),
+            None => Err(LabelsError::NoClient(NoClient::NotNeeded.to_string())),
+        };
+        webhook = webhook.with_namespace_labels(Arc::new(KubeNamespaceLabels::new(
+            client,
+            args.namespace_labels_ttl,
+        )));
+    }
+    (Arc::new(webhook), tokens)
 }
 
 /// Why `serve` has no Kubernetes client; each part that needed one says so with this.
