@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::policy::file::PolicyFileError;
-use crate::policy::{Pattern, Policy, RegistryPattern};
+use crate::policy::{InvalidRegistryPattern, Pattern, Policy, RegistryPattern};
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct PolicyArgs {
@@ -42,9 +42,8 @@ pub struct PolicyArgs {
 /// Why the policy flags were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyArgsError {
-    /// A registry pattern that is not ACCOUNT[:REGION], in the parser's words.
-    #[error("{0}")]
-    Registry(String),
+    #[error(transparent)]
+    Registry(#[from] InvalidRegistryPattern),
     #[error(
         "--policy-file {} replaces --allowed-namespaces, --allowed-registries and \
          --allowed-role-arns; leave those at their defaults (*, * and none) or unset \
@@ -95,8 +94,7 @@ impl PolicyArgs {
                 v.iter()
                     .filter(|s| !s.trim().is_empty())
                     .map(|s| RegistryPattern::parse(s))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| PolicyArgsError::Registry(e.to_string()))?,
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
         };
         Ok(Lists {
