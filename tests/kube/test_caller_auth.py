@@ -12,7 +12,6 @@ Secret values are compared, never printed."""
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import re
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cluster import CA, Cluster, ClusterError, Pair, _pem_cert, _pem_key, free_ports, until, write
+from cluster import CA, Cluster, ClusterError, Pair, _pem_cert, _pem_key, cert_builder, free_ports, until, write
 from conftest import (
     PROBE_NAMESPACE,
     _LOG_SOURCES,
@@ -75,15 +74,8 @@ def self_signed_client(name: str) -> Pair:
     """A client certificate signed by its own key, carrying the right name."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        cert_builder(subject, subject, key.public_key())
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
