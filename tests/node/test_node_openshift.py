@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import assert_all_ready_and_one_leader, assert_token_through_the_pod, ensure_namespace, figure, live_pods
-from install import DEPLOY, DEPLOYMENT, SELF_MANAGED, install, overlay, render_overlay
+from checks import assert_all_ready_and_one_leader, assert_token_through_the_pod, installed_for, live_pods
+from install import DEPLOY, DEPLOYMENT, SELF_MANAGED, overlay, render_overlay
 
 NS = "node-tier-openshift"
 COMPONENT = DEPLOY / "components" / "openshift"
@@ -53,12 +53,9 @@ def with_component() -> bool:
 def installed(kubectl, image, ecr, tmp_path_factory, with_component):
     d = tmp_path_factory.mktemp("openshift")
     path = overlay(d, SELF_MANAGED, image, ecr.url, scc_patches(with_component), [COMPONENT] if with_component else None)
-    inst = install(kubectl, render_overlay(kubectl, path))
-    figure("install (OpenShift-like, arbitrary UID)", f"{inst.seconds:.1f}s ({'deploy/components/openshift' if with_component else 'test overlay without fixed IDs'})")
-    ensure_namespace(kubectl, NS)
-    yield inst
-    kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
-    inst.uninstall()
+    how = "deploy/components/openshift" if with_component else "test overlay without fixed IDs"
+    with installed_for(kubectl, render_overlay(kubectl, path), "OpenShift-like, arbitrary UID", NS, f"({how})") as inst:
+        yield inst
 
 
 def process_ids(pod: dict) -> list[tuple[list[str], list[str], list[str]]]:

@@ -11,10 +11,9 @@ from checks import (
     assert_leader_hands_over_and_the_refresher_renews,
     assert_rolling_restart_loses_no_token,
     assert_token_through_the_pod,
-    ensure_namespace,
-    figure,
+    installed_for,
 )
-from install import SELF_MANAGED, install, overlay, render_overlay
+from install import SELF_MANAGED, overlay, render_overlay
 
 NS = "node-tier-overlay"
 
@@ -22,12 +21,8 @@ NS = "node-tier-overlay"
 @pytest.fixture(scope="module")
 def installed(kubectl, image, ecr, tmp_path_factory):
     objects = render_overlay(kubectl, overlay(tmp_path_factory.mktemp("overlay"), SELF_MANAGED, image, ecr.url))
-    inst = install(kubectl, objects)
-    figure("install (self-managed overlay)", f"{inst.seconds:.1f}s from kubectl apply to the rollout complete")
-    ensure_namespace(kubectl, NS)
-    yield inst
-    kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", check=False)
-    inst.uninstall()
+    with installed_for(kubectl, objects, "self-managed overlay", NS) as inst:
+        yield inst
 
 
 def test_all_replicas_ready_and_one_leader(installed, kubectl, api):
