@@ -241,12 +241,12 @@ async fn start_tls(
             }
         }
         TlsMode::Files { cert, key } => {
-            let reloader = PairReloader::new(cert, key).with_client_auth(verifier.clone());
-            if let Some(t) = reloader.not_after() {
+            let (pair, reloader) = PairReloader::load(cert, key, verifier)?;
+            if let Some(t) = pair.not_after {
                 metrics.set_tls_not_after(t);
             }
             Tls {
-                config: tls::load_files_with(cert, key, verifier)?,
+                config: pair.config,
                 reloader: Some(reloader),
                 self_managed: None,
             }

@@ -11,23 +11,18 @@ use super::{ClientVerifier, TlsError, not_after, server_config_with};
 
 /// Reads and validates a PEM certificate chain and key from files.
 pub fn load_files(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    load_files_with(cert, key, None)
+    let (cert_pem, key_pem) = read_pair(cert, key)?;
+    server_config_with(&cert_pem, &key_pem, &cert.display().to_string(), None)
 }
 
-/// [`load_files`] with a client-certificate verifier (see [`server_config_with`]).
-pub fn load_files_with(
-    cert: &Path,
-    key: &Path,
-    client: ClientVerifier,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| TlsError::Read {
             path: p.to_path_buf(),
             source,
         })
     };
-    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-    server_config_with(&cert_pem, &key_pem, &cert.display().to_string(), client)
+    Ok((read(cert)?, read(key)?))
 }
 
 /// Keeps a served TLS pair in step with its files. cert-manager rotates a mounted Secret by
@@ -50,26 +45,30 @@ pub struct ServingPair {
 }
 
 impl PairReloader {
-    /// Starts from the pair currently in service (as read at start-up).
-    pub fn new(cert: &Path, key: &Path) -> Self {
-        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
-        PairReloader {
-            last: (read(cert), read(key)),
+    /// Reads the pair once: the pair to serve now, and its reloader, which starts from those
+    /// bytes. Reloaded pairs keep asking clients for certificates verified by `client`.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        client: ClientVerifier,
+    ) -> Result<(ServingPair, PairReloader), TlsError> {
+        let reloader = PairReloader {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
-            client: None,
-        }
+            last: read_pair(cert, key)?,
+            client,
+        };
+        Ok((reloader.serving_pair()?, reloader))
     }
 
-    /// Reloaded pairs keep asking clients for certificates verified by `client`.
-    pub fn with_client_auth(mut self, client: ClientVerifier) -> Self {
-        self.client = client;
-        self
-    }
-
-    /// The expiry of the certificate last read (the one in service unless it was refused).
-    pub fn not_after(&self) -> Option<SystemTime> {
-        not_after(&self.last.0, "TLS certificate").ok()
+    /// The pair last read, put together.
+    fn serving_pair(&self) -> Result<ServingPair, TlsError> {
+        let (cert_pem, key_pem) = &self.last;
+        let what = self.cert.display().to_string();
+        Ok(ServingPair {
+            config: server_config_with(cert_pem, key_pem, &what, self.client.clone())?,
+            not_after: not_after(cert_pem, "TLS certificate").ok(),
+        })
     }
 }
 
@@ -78,32 +77,17 @@ impl Source for PairReloader {
 
     /// Reads both files; a new server config when they changed and form a valid pair.
     fn poll(&mut self) -> Poll<ServingPair> {
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| TlsError::Read {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let pair = match read(&self.cert).and_then(|c| Ok((c, read(&self.key)?))) {
+        let pair = match read_pair(&self.cert, &self.key) {
             Ok(pair) => pair,
             Err(e) => return Poll::Refused(e.to_string()),
         };
         if pair == self.last {
             return Poll::Unchanged;
         }
-        let result = server_config_with(
-            &pair.0,
-            &pair.1,
-            &self.cert.display().to_string(),
-            self.client.clone(),
-        );
         // Remember what was seen either way: a refused pair is logged once, not every poll.
         self.last = pair;
-        match result {
-            Ok(config) => Poll::Changed(ServingPair {
-                config,
-                not_after: self.not_after(),
-            }),
+        match self.serving_pair() {
+            Ok(pair) => Poll::Changed(pair),
             Err(e) => Poll::Refused(e.to_string()),
         }
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use files::{PairReloader, ServingPair, load_files, load_files_with};
+pub use files::{PairReloader, ServingPair, load_files};
 pub use generated::{Generated, generate, generate_ca, service_names, sign_leaf, write_dir};
 
 #[derive(Debug, thiserror::Error)]

@@ -259,11 +259,11 @@ async fn a_rotated_serving_pair_still_requires_a_client_certificate() {
     let first = tls::generate(&["127.0.0.1".into()], Duration::from_secs(3600)).unwrap();
     std::fs::write(&cert, &first.cert_pem).unwrap();
     std::fs::write(&key, &first.key_pem).unwrap();
-    let config = tls::load_files_with(&cert, &key, Some(auth.clone())).unwrap();
-    let h = Harness::start_with_tls(Options::default(), config, &first.ca_cert_pem).await;
+    let (serving, reloader) = tls::PairReloader::load(&cert, &key, Some(auth)).unwrap();
+    let h = Harness::start_with_tls(Options::default(), serving.config, &first.ca_cert_pem).await;
     reloads::tls_pair(
         h.running.tls.clone(),
-        tls::PairReloader::new(&cert, &key).with_client_auth(Some(auth)),
+        reloader,
         Duration::from_millis(100),
         h.metrics.clone(),
     );

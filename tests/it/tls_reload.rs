@@ -54,11 +54,11 @@ async fn rotated_files_are_served_without_dropping_requests() {
     let (a, b, c) = (pair(), pair(), pair());
     publish(dir.path(), 1, &a.cert_pem, &a.key_pem);
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let config = tls::load_files(&cert, &key).unwrap();
-    let h = Harness::start_with_tls(Options::default(), config, &a.ca_cert_pem).await;
+    let (serving, reloader) = PairReloader::load(&cert, &key, None).unwrap();
+    let h = Harness::start_with_tls(Options::default(), serving.config, &a.ca_cert_pem).await;
     reloads::tls_pair(
         h.running.tls.clone(),
-        PairReloader::new(&cert, &key),
+        reloader,
         Duration::from_millis(100),
         h.metrics.clone(),
     );
