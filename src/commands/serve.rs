@@ -41,9 +41,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         || args.refresher.refresher
         || args.policy.policy_file.is_some()
     {
-        Some(kube_client(&args).await)
+        kube_client(&args).await
     } else {
-        None
+        Err(NoClient::NotNeeded)
     };
     let metrics = Arc::new(Metrics::default());
     let client_auth = match &args.tls.tls_client_ca_file {
@@ -56,9 +56,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let verifier: tls::ClientVerifier = client_auth.clone().map(|a| a as _);
-    let tls = start_tls(&args, kube.as_ref(), &metrics, verifier).await?;
+    let tls = start_tls(&args, &kube, &metrics, verifier).await?;
 
-    let (webhook, tokens) = webhook(&args, kube.as_ref(), &policy, &metrics).await;
+    let (webhook, tokens) = webhook(&args, &kube, &policy, &metrics).await;
     if let (Some(path), Some(bytes)) = (&args.policy.policy_file, policy_bytes) {
         reloads::policy(
             policy.clone(),
@@ -87,12 +87,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sm.spawn_maintainer(running.tls.clone(), material, metrics.clone());
     }
     let (stop, stopped) = watch::channel(false);
-    let mut background = match kube.filter(|_| args.refresher.refresher) {
-        Some(kube) => start_refresher(&args, kube, policy, metrics, stopped).await,
-        None => {
-            tracing::info!("refresher off (--refresher=false)");
-            None
-        }
+    let mut background = if args.refresher.refresher {
+        start_refresher(&args, kube, policy, metrics, stopped).await
+    } else {
+        tracing::info!("refresher off (--refresher=false)");
+        None
     };
     let waited = match background.as_mut() {
         Some(task) => tokio::select! {
@@ -131,7 +130,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// labels with the process's Kubernetes client when it has one.
 async fn webhook(
     args: &ServeArgs,
-    kube: Option<&Result<(kube::Client, String), NoClient>>,
+    kube: &Result<(kube::Client, String), NoClient>,
     policy: &SharedPolicy,
     metrics: &Arc<Metrics>,
 ) -> (Arc<Webhook>, Arc<TokenCache>) {
@@ -151,25 +150,24 @@ async fn webhook(
     // Events on secrets the webhook fails open on or refuses, with the client the binary
     // already has; without one, none (said once here).
     match kube {
-        Some(Ok((client, _))) => {
+        Ok((client, _)) => {
             webhook = webhook.with_events(EventSink::new(
                 client.clone(),
                 args.refresher.secret_namespaces(),
             ));
         }
-        Some(Err(e)) => {
-            tracing::info!(reason = %e, "no Kubernetes client: the webhook records no Events")
-        }
-        None => tracing::info!(
+        Err(NoClient::NotNeeded) => tracing::info!(
             "no Kubernetes client (no refresher, self-managed TLS or policy file): the webhook records no Events"
         ),
+        Err(e) => {
+            tracing::info!(reason = %e, "no Kubernetes client: the webhook records no Events")
+        }
     }
     if args.policy.policy_file.is_some() {
         // Namespace labels only for rules with a namespaceSelector: read on demand, cached.
         let client = match kube {
-            Some(Ok((client, _))) => Ok(client.clone()),
-            Some(Err(e)) => Err(LabelsError::NoClient(e.to_string())),
-            None => Err(LabelsError::NoClient(NoClient::NotNeeded.to_string())),
+            Ok((client, _)) => Ok(client.clone()),
+            Err(e) => Err(LabelsError::NoClient(e.to_string())),
         };
         webhook = webhook.with_namespace_labels(Arc::new(KubeNamespaceLabels::new(
             client,
@@ -180,6 +178,7 @@ async fn webhook(
 }
 
 /// Why `serve` has no Kubernetes client; each part that needed one says so with this.
+/// `NotNeeded`: no part asked for one.
 #[derive(Clone, Debug, thiserror::Error)]
 enum NoClient {
     #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
@@ -200,7 +199,7 @@ struct Tls {
 
 async fn start_tls(
     args: &ServeArgs,
-    kube: Option<&Result<(kube::Client, String), NoClient>>,
+    kube: &Result<(kube::Client, String), NoClient>,
     metrics: &Metrics,
     verifier: tls::ClientVerifier,
 ) -> anyhow::Result<Tls> {
@@ -211,8 +210,8 @@ async fn start_tls(
     };
     let tls = match mode {
         TlsMode::SelfManaged => {
-            let kube = kube.cloned().unwrap_or(Err(NoClient::NotNeeded));
-            let (sm, material) = start_self_managed(args, kube, metrics, verifier.clone()).await?;
+            let (sm, material) =
+                start_self_managed(args, kube.clone(), metrics, verifier.clone()).await?;
             metrics.set_tls_not_after(material.not_after);
             Tls {
                 config: material.server_config_with(verifier)?,
