@@ -98,22 +98,32 @@ fn clean_aws_env(cmd: &mut Command) -> &mut Command {
         )
 }
 
+/// `serve` on 127.0.0.1 with `--tls-self-signed`, no cluster and no AWS configuration but what a
+/// test adds.
+fn serve_locally(cmd: &mut Command) -> &mut Command {
+    clean_aws_env(cmd)
+        .arg("serve")
+        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
+        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
+        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
+}
+
+/// Static keys and the suite's ECR endpoint.
+fn with_fake_ecr<'c>(cmd: &'c mut Command, url: &str) -> &'c mut Command {
+    cmd.env("AWS_ENDPOINT_URL_ECR", url)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_with_env_config_and_stops_on_sigterm() {
     install_crypto();
     let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(BIN);
-    clean_aws_env(&mut cmd)
-        .arg("serve")
-        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
+    with_fake_ecr(serve_locally(&mut cmd), &ecr.url)
         .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR", dir.path())
-        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
-        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
-        .env("ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES", "argocd,apps")
-        .env("AWS_ENDPOINT_URL_ECR", &ecr.url)
-        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "secret");
+        .env("ECR_TOKEN_WEBHOOK_ALLOWED_NAMESPACES", "argocd,apps");
     let mut proc = Proc::spawn(&mut cmd);
     let starting = proc.wait_for("starting");
     assert!(
@@ -168,16 +178,12 @@ async fn binary_without_credentials_logs_one_plain_line() {
     install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(BIN);
-    clean_aws_env(&mut cmd)
-        .arg("serve")
+    serve_locally(&mut cmd)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
         .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
-        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
         .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR", dir.path())
-        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
-        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
         .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
         .env("AWS_ENDPOINT_URL_ECR", "http://127.0.0.1:9");
     let mut proc = Proc::spawn(&mut cmd);
@@ -218,17 +224,10 @@ async fn binary_keeps_answering_while_unready_during_the_shutdown_delay() {
     let ecr = FakeEcr::start(Duration::from_secs(12 * 3600)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(BIN);
-    clean_aws_env(&mut cmd)
-        .arg("serve")
-        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
+    with_fake_ecr(serve_locally(&mut cmd), &ecr.url)
         .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR", dir.path())
-        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
-        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
         .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
-        .env("ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY", "4s")
-        .env("AWS_ENDPOINT_URL_ECR", &ecr.url)
-        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "secret");
+        .env("ECR_TOKEN_WEBHOOK_SHUTDOWN_DELAY", "4s");
     let mut proc = Proc::spawn(&mut cmd);
     let serving = proc.wait_for("serving");
     let addr = addr_of(serving["addr"].as_str().expect("addr"));
@@ -516,21 +515,14 @@ async fn binary_serves_as_an_arbitrary_uid_with_group_0() {
     let uid = 1_000_680_000 + nanos % 10_000;
 
     let mut cmd = Command::new(&bin);
-    clean_aws_env(&mut cmd)
+    with_fake_ecr(serve_locally(&mut cmd), &ecr.url)
         .uid(uid)
         .gid(0)
         .current_dir("/")
-        .arg("serve")
         .env("HOME", "/")
         .env("TMPDIR", &tmp)
         .env_remove("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED_DIR")
-        .env("ECR_TOKEN_WEBHOOK_TLS_SELF_SIGNED", "true")
-        .env("ECR_TOKEN_WEBHOOK_LISTEN", "127.0.0.1:0")
-        .env("ECR_TOKEN_WEBHOOK_METRICS_LISTEN", "127.0.0.1:0")
-        .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false")
-        .env("AWS_ENDPOINT_URL_ECR", &ecr.url)
-        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "secret");
+        .env("ECR_TOKEN_WEBHOOK_REFRESHER", "false");
     let mut proc = Proc::spawn(&mut cmd);
     let serving = proc.wait_for("serving");
     let addr = addr_of(serving["addr"].as_str().expect("addr"));
