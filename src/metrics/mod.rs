@@ -99,9 +99,6 @@ pub struct Metrics {
     ecr_requests: Family<EcrLabels, Counter>,
     ecr_duration: Histogram,
     cache_lookups: Family<CacheLabels, Counter>,
-    /// `cache_lookups{result="hit"}`, resolved once: every cache hit counts it, and the
-    /// family's lookup (a hash and a lock) was a measurable part of a hit.
-    cache_hits: Counter,
     token_expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     tls_reloads: Family<ReloadLabels, Counter>,
     tls_renewals: Family<RenewalLabels, Counter>,
@@ -166,7 +163,8 @@ impl Default for Metrics {
             "Token cache lookups: hit, miss, or stale (an older valid token served during an ECR failure)",
             cache_lookups.clone(),
         );
-        let cache_hits = cache_lookups.get_or_create_owned(&CacheLabels {
+        // The hit series from the start, at 0.
+        cache_lookups.get_or_create_owned(&CacheLabels {
             result: CacheResult::Hit,
         });
         let token_expiry = Family::<TokenLabels, Gauge<f64, AtomicU64>>::default();
@@ -289,7 +287,6 @@ impl Default for Metrics {
             ecr_requests,
             ecr_duration,
             cache_lookups,
-            cache_hits,
             token_expiry,
         }
     }
@@ -346,10 +343,6 @@ impl Metrics {
     }
 
     pub fn cache_lookup(&self, result: CacheResult) {
-        if result == CacheResult::Hit {
-            self.cache_hits.inc();
-            return;
-        }
         self.cache_lookups
             .get_or_create(&CacheLabels { result })
             .inc();
