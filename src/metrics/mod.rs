@@ -542,7 +542,6 @@ mod tests {
             "ecr_token_webhook_admission_requests_total{operation=\"CREATE\",kind=\"dockerconfigjson\",outcome=\"patched\"} 1",
             "ecr_token_webhook_admission_duration_seconds_count 1",
             "ecr_token_webhook_ecr_requests_total{region=\"us-east-1\",outcome=\"success\"} 1",
-            // Hits count on the counter resolved once, which is the family's own series.
             "ecr_token_webhook_token_cache_lookups_total{result=\"hit\"} 2",
             "ecr_token_webhook_token_expiry_seconds{region=\"us-east-1\",role_arn=\"\"} 3600.0",
             "ecr_token_webhook_secrets{state=\"fresh\"} 2",
